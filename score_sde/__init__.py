@@ -1,0 +1,35 @@
+"""score_sde: score-based generative modelling in continuous time (Song et al. 2021).
+
+The curated public API; see DESIGN.md for the layers.
+"""
+
+from . import analytic
+from .analytic import EmpiricalDistribution, Gaussian, GaussianMixture
+from .score import ScoreModel, convert, score_from_denoiser
+from .sde import VESDE, VPSDE, DiscreteVPSDE, GeneralLinearSDE, LinearSDE, ReverseSDE, SubVPSDE
+from .solvers import SampleResult, available_samplers, make_grid, sample
+from .utils import per_sample_generators
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "analytic",
+    "GaussianMixture",
+    "Gaussian",
+    "EmpiricalDistribution",
+    "ScoreModel",
+    "convert",
+    "score_from_denoiser",
+    "VPSDE",
+    "SubVPSDE",
+    "VESDE",
+    "DiscreteVPSDE",
+    "GeneralLinearSDE",
+    "LinearSDE",
+    "ReverseSDE",
+    "sample",
+    "SampleResult",
+    "available_samplers",
+    "make_grid",
+    "per_sample_generators",
+]

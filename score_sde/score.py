@@ -1,0 +1,168 @@
+"""The score interface: one callable ``score(x, t)`` whatever the network predicts.
+
+A network ``net(x, labels[, cond])`` may predict (with x = alpha x_0 + sigma eps):
+
+=========  ====================================================================
+``eps``     the noise eps;                     score = -eps / sigma
+``x0``      the clean data x_0 (a denoiser D); score = (alpha D - x) / sigma^2
+``v``       v = alpha eps - sigma x_0 (Salimans & Ho 2022)
+``score``   grad_x log p_t(x) itself
+``edm``     EDM's preconditioned denoiser (Karras et al. 2022, Table 1): in x~ = x/alpha,
+            sigma~ = sigma/alpha, D = c_skip x~ + c_out F(c_in x~, c_noise) with
+            c_skip = s_d^2/(sigma~^2+s_d^2), c_out = sigma~ s_d / sqrt(sigma~^2+s_d^2),
+            c_in = 1/sqrt(sigma~^2+s_d^2), c_noise = ln(sigma~)/4
+=========  ====================================================================
+
+and it may be labelled with time by (all mappings live in :func:`time_labels`):
+
+``continuous`` t itself; ``t999`` t (N - 1) (official continuous VP nets); ``discrete`` the
+integer index of the SDE's discrete chain (DDPM nets); ``sigma`` sigma(t) (official VE nets).
+
+:func:`convert` is the one place that maps between eps, x0, v and score.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from .sde.base import LinearSDE
+from .utils import as_time, bcast
+
+PREDICTIONS = ("eps", "x0", "v", "score", "edm")
+TIME_LABELS = ("continuous", "t999", "discrete", "sigma", "edm")
+
+
+def time_labels(sde: LinearSDE, t: torch.Tensor, kind: str) -> torch.Tensor:
+    """The label a network receives for time t (shape [B]) under convention ``kind``."""
+    if kind == "continuous":
+        return t
+    if kind == "t999":
+        return t * (sde.N - 1)
+    if kind == "discrete":
+        return sde.time_to_index(t)
+    if kind == "sigma":
+        return sde.sigma(t)
+    if kind == "edm":
+        return 0.25 * torch.log(sde.sigma_tilde(t))
+    raise ValueError(f"unknown time_labels {kind!r}; choose one of {TIME_LABELS}")
+
+
+def convert(out: torch.Tensor, x: torch.Tensor, alpha: torch.Tensor, sigma: torch.Tensor, src: str, dst: str):
+    """Convert a prediction ``out`` of type ``src`` into type ``dst`` (each of eps, x0, v, score).
+
+    ``alpha`` and ``sigma`` are [B] (or broadcastable to x); x is the noisy input, shape [B, ...].
+    """
+    a, s = bcast(alpha, x), bcast(sigma, x)
+    if src == dst:
+        return out
+    # to eps and x0 first
+    if src == "eps":
+        eps, x0 = out, (x - s * out) / a
+    elif src == "x0":
+        eps, x0 = (x - a * out) / s, out
+    elif src == "score":
+        eps, x0 = -s * out, (x + s * s * out) / a
+    elif src == "v":
+        n = a * a + s * s
+        eps, x0 = (s * x + a * out) / n, (a * x - s * out) / n
+    else:
+        raise ValueError(f"unknown prediction type {src!r}; choose one of eps, x0, v, score")
+    if dst == "eps":
+        return eps
+    if dst == "x0":
+        return x0
+    if dst == "score":
+        return -eps / s
+    if dst == "v":
+        return a * eps - s * x0
+    raise ValueError(f"unknown prediction type {dst!r}; choose one of eps, x0, v, score")
+
+
+class ScoreModel(nn.Module):
+    """Wrap ``net(x, labels[, cond])`` into the views ``score``, ``eps``, ``denoise`` (and ``v``).
+
+    Args:
+        net: the network; called as ``net(x_in, labels)`` or ``net(x_in, labels, cond)``.
+        sde: the forward SDE whose alpha(t), sigma(t) define the conversions.
+        prediction: one of ``eps`` (default), ``x0``, ``v``, ``score``, ``edm``.
+        time_labels: one of ``continuous`` (default), ``t999``, ``discrete``, ``sigma``
+            (``edm`` predictions always get c_noise = ln(sigma~)/4).
+        sigma_data: EDM's sigma_data (0.5).
+
+    ``model(x, t)`` is the score; t is [B] or a scalar. All views take an optional ``cond``.
+    """
+
+    def __init__(
+        self,
+        net: Callable,
+        sde: LinearSDE,
+        prediction: str = "eps",
+        time_labels: str = "continuous",
+        sigma_data: float = 0.5,
+    ):
+        super().__init__()
+        if prediction not in PREDICTIONS:
+            raise ValueError(f"unknown prediction {prediction!r}; choose one of {PREDICTIONS}")
+        if time_labels not in TIME_LABELS:
+            raise ValueError(f"unknown time_labels {time_labels!r}; choose one of {TIME_LABELS}")
+        self.net, self.sde, self.prediction = net, sde, prediction
+        self.time_labels = "edm" if prediction == "edm" else time_labels
+        self.sigma_data = float(sigma_data)
+
+    def raw(self, x: torch.Tensor, t, cond=None) -> tuple[torch.Tensor, str]:
+        """The network's output for (x, t) and its prediction type (EDM output is returned as x0)."""
+        t = as_time(t, x)
+        labels = time_labels(self.sde, t, self.time_labels)
+        if self.prediction == "edm":
+            a = bcast(self.sde.alpha(t).to(x), x)
+            st = bcast(self.sde.sigma_tilde(t).to(x), x)
+            sd2 = self.sigma_data**2
+            xt = x / a
+            c_in = 1 / torch.sqrt(st**2 + sd2)
+            F = self._call(xt * c_in, labels.to(x), cond)
+            D = sd2 / (st**2 + sd2) * xt + st * self.sigma_data * c_in * F
+            return D, "x0"
+        return self._call(x, labels, cond), self.prediction
+
+    def _call(self, x, labels, cond):
+        return self.net(x, labels) if cond is None else self.net(x, labels, cond)
+
+    def _view(self, x, t, dst, cond=None):
+        t = as_time(t, x)
+        out, kind = self.raw(x, t, cond)
+        return convert(out, x, self.sde.alpha(t).to(x), self.sde.sigma(t).to(x), kind, dst)
+
+    def score(self, x: torch.Tensor, t, cond=None) -> torch.Tensor:
+        """grad_x log p_t(x), shape like x."""
+        return self._view(x, t, "score", cond)
+
+    def eps(self, x: torch.Tensor, t, cond=None) -> torch.Tensor:
+        """Predicted noise eps, shape like x."""
+        return self._view(x, t, "eps", cond)
+
+    def denoise(self, x: torch.Tensor, t, cond=None) -> torch.Tensor:
+        """Predicted clean data x_0 = E[x_0 | x_t] (Tweedie), shape like x."""
+        return self._view(x, t, "x0", cond)
+
+    def v(self, x: torch.Tensor, t, cond=None) -> torch.Tensor:
+        """Predicted velocity v = alpha eps - sigma x_0, shape like x."""
+        return self._view(x, t, "v", cond)
+
+    def forward(self, x: torch.Tensor, t, cond=None) -> torch.Tensor:
+        return self.score(x, t, cond)
+
+
+def score_from_denoiser(denoiser: Callable, sde: LinearSDE) -> Callable:
+    """score(x, t) = (alpha(t) D(x, t) - x) / sigma(t)^2 for a denoiser D(x, t) -> x_0."""
+
+    def score(x, t, *args):
+        t = as_time(t, x)
+        return convert(denoiser(x, t, *args), x, sde.alpha(t).to(x), sde.sigma(t).to(x), "x0", "score")
+
+    return score
+
+
+__all__ = ["ScoreModel", "convert", "time_labels", "score_from_denoiser", "PREDICTIONS", "TIME_LABELS"]

@@ -1,0 +1,32 @@
+"""The one integrator layer: time grids, steppers, the loop, and the adaptive back-ends."""
+
+from .api import SAMPLERS, available_samplers, register_sampler, sample
+from .base import Context, CountingScore, StepOutput, Stepper
+from .correctors import CORRECTORS, AnnealedLangevinCorrector, LangevinCorrector, PCStepper
+from .grids import GRIDS, make_grid
+from .loop import SampleResult, integrate
+from .predictors import PREDICTORS, AncestralSampling, EulerMaruyama, ProbabilityFlowPredictor, ReverseDiffusion
+
+__all__ = [
+    "sample",
+    "available_samplers",
+    "register_sampler",
+    "SAMPLERS",
+    "Stepper",
+    "StepOutput",
+    "Context",
+    "CountingScore",
+    "PCStepper",
+    "LangevinCorrector",
+    "AnnealedLangevinCorrector",
+    "CORRECTORS",
+    "PREDICTORS",
+    "AncestralSampling",
+    "EulerMaruyama",
+    "ReverseDiffusion",
+    "ProbabilityFlowPredictor",
+    "make_grid",
+    "GRIDS",
+    "SampleResult",
+    "integrate",
+]

@@ -1,0 +1,190 @@
+"""``ss.sample``: names at the boundary, objects inside.
+
+Fixed-grid samplers are registered as builders returning a :class:`Stepper`, run by the one loop
+over a time grid. Adaptive back-ends (``ode`` through torchdiffeq, ``sde`` through torchsde)
+are registered as solve functions with the same calling convention and return the same
+:class:`SampleResult`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from ..sde.base import LinearSDE
+from ..utils import check_finite
+from .base import Stepper
+from .correctors import CORRECTORS, PCStepper
+from .grids import make_grid
+from .loop import SampleResult, integrate
+from .predictors import PREDICTORS
+
+
+@dataclass
+class SamplerSpec:
+    """A registered sampler: ``build(**options) -> Stepper`` or ``solve(...) -> SampleResult``.
+
+    default_grid: grid kind used when the caller gives none ("discrete" means the SDE's chain when
+    ``steps`` is not given, "uniform" otherwise).
+    """
+
+    name: str
+    build: Callable[..., Stepper] | None = None
+    solve: Callable[..., SampleResult] | None = None
+    default_grid: str = "discrete"
+    doc: str = ""
+
+
+SAMPLERS: dict[str, SamplerSpec] = {}
+
+
+def register_sampler(name: str, *, build=None, solve=None, default_grid: str = "discrete", doc: str = "") -> None:
+    """Register a sampler name (used by the fast-sampler and back-end modules)."""
+    SAMPLERS[name] = SamplerSpec(name, build, solve, default_grid, doc)
+
+
+def _pick(table: dict, kind: str, name) -> type:
+    if isinstance(name, Stepper):
+        return name
+    if name not in table:
+        raise ValueError(f"unknown {kind} {name!r}; valid {kind}s: {sorted(table)}")
+    return table[name]
+
+
+def _build_pc(
+    predictor="reverse_diffusion", corrector="langevin", snr=0.16, corrector_steps=1, per_sample_norms=False
+) -> Stepper:
+    p = _pick(PREDICTORS, "predictor", predictor)
+    p = p if isinstance(p, Stepper) else p()
+    c = _pick(CORRECTORS, "corrector", corrector)
+    c = c if isinstance(c, Stepper) else c(snr=snr, n_steps=corrector_steps, per_sample=per_sample_norms)
+    return PCStepper(p, c)
+
+
+register_sampler("pc", build=_build_pc, doc="predictor-corrector (Song et al. 2021, Alg. 1)")
+for _name, _cls in PREDICTORS.items():
+    if _name != "none":
+        register_sampler(_name, build=_cls, doc=(_cls.__doc__ or "").split("\n")[0])
+
+
+def available_samplers() -> list[str]:
+    from . import backends  # noqa: F401  (registers optional modules)
+
+    return sorted(SAMPLERS)
+
+
+def sample(
+    sde: LinearSDE,
+    score_fn: Callable,
+    shape=None,
+    sampler: str | Stepper = "pc",
+    steps: int | None = None,
+    x_T: torch.Tensor | None = None,
+    eps: float | None = None,
+    denoise: bool = True,
+    generator=None,
+    progress: bool = False,
+    *,
+    grid=None,
+    nfe: int | None = None,
+    callback: Callable | None = None,
+    record: bool = False,
+    cond=None,
+    dtype: torch.dtype | None = None,
+    device=None,
+    **sampler_options,
+) -> SampleResult:
+    """Draw samples by integrating the reverse SDE / probability-flow ODE from T to ``eps``.
+
+    Args:
+        sde: the forward SDE (VP, sub-VP, VE, ...).
+        score_fn: ``score_fn(x, t)`` (or ``(x, t, cond)``) -> grad log p_t(x), shape like x; t [B].
+        shape: [B, ...] of the samples (or give ``x_T``).
+        sampler: a registered name (``available_samplers()``) or a Stepper object.
+        steps: number of grid steps (default: the SDE's N for the chain-based samplers).
+        x_T: the starting noise, shape [B, ...] (default: a prior draw with ``generator``).
+        eps: end time (default ``sde.default_eps``: 1e-3 VP/sub-VP, 1e-5 VE).
+        denoise: make the final step return its noise-free mean (no extra NFE).
+        generator: ``None`` (global RNG), a torch.Generator, or one generator per sample.
+        progress: show a tqdm progress bar.
+        grid: grid kind ("uniform", "quadratic", "discrete", "karras", "logsnr") or a tensor of times.
+        nfe: a budget of score evaluations; the largest number of steps within it is used.
+        callback: ``callback(i, t, x, x0_hat)`` after every step.
+        record: keep the trajectory and x_0 estimates in the result.
+        **sampler_options: options of the sampler (e.g. ``predictor=``, ``corrector=``, ``snr=``,
+            ``corrector_steps=`` for ``pc``; ``rtol``, ``atol``, ``method`` for ``ode``).
+    Returns:
+        :class:`SampleResult` with ``.x`` and ``.nfe``.
+    """
+    if not isinstance(sde, LinearSDE):
+        raise TypeError(f"sde must be a score_sde SDE (e.g. ss.VPSDE()); got {type(sde).__name__}")
+    if not callable(score_fn):
+        raise TypeError(f"score_fn must be callable; got {type(score_fn).__name__}")
+    available_samplers()
+    if isinstance(sampler, Stepper):
+        spec = SamplerSpec(sampler.name, build=lambda **kw: sampler)
+    elif sampler not in SAMPLERS:
+        raise ValueError(f"unknown sampler {sampler!r}; valid samplers: {sorted(SAMPLERS)}")
+    else:
+        spec = SAMPLERS[sampler]
+    eps = sde.default_eps if eps is None else eps
+    sde.check_eps(eps)
+    if steps is not None and (not isinstance(steps, int) or isinstance(steps, bool) or steps < 1):
+        raise ValueError(f"steps must be an integer >= 1; got steps = {steps!r}")
+    if nfe is not None and (not isinstance(nfe, int) or nfe < 1):
+        raise ValueError(f"nfe must be an integer >= 1; got nfe = {nfe!r}")
+    if x_T is None:
+        if shape is None:
+            raise ValueError("give shape=[B, ...] or x_T")
+        x_T = sde.prior_sampling(tuple(shape), generator=generator, dtype=dtype, device=device)
+    else:
+        check_finite(x_T, "x_T")
+        if shape is not None and tuple(x_T.shape) != tuple(shape):
+            raise ValueError(f"x_T has shape {tuple(x_T.shape)} but shape = {tuple(shape)}")
+        if dtype is not None:
+            x_T = x_T.to(dtype)
+    if spec.solve is not None:
+        return spec.solve(
+            sde,
+            score_fn,
+            x_T,
+            eps=eps,
+            generator=generator,
+            progress=progress,
+            cond=cond,
+            steps=steps,
+            nfe=nfe,
+            denoise=denoise,
+            callback=callback,
+            **sampler_options,
+        )
+    stepper = spec.build(**sampler_options)
+    stepper.check(sde)
+    if nfe is not None:
+        if steps is not None:
+            raise ValueError("give either steps or nfe, not both")
+        steps = max(s for s in range(1, nfe + 1) if stepper.nfe(s) <= nfe) if stepper.nfe(1) <= nfe else None
+        if steps is None:
+            raise ValueError(f"nfe = {nfe} is below one step of {stepper.name} ({stepper.nfe(1)} NFE)")
+    if grid is None:
+        grid = spec.default_grid if steps is not None or spec.default_grid != "discrete" else "discrete"
+        if grid == "discrete" and steps is not None:
+            grid = "uniform"
+    if steps is None:
+        steps = sde.N
+    g = make_grid(sde, grid, steps, eps)
+    return integrate(
+        stepper,
+        sde,
+        score_fn,
+        x_T,
+        g,
+        generator=generator,
+        denoise=denoise,
+        progress=progress,
+        callback=callback,
+        record=record,
+        cond=cond,
+    )
