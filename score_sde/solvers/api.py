@@ -8,6 +8,7 @@ are registered as solve functions with the same calling convention and return th
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -67,6 +68,25 @@ register_sampler("pc", build=_build_pc, doc="predictor-corrector (Song et al. 20
 for _name, _cls in PREDICTORS.items():
     if _name != "none":
         register_sampler(_name, build=_cls, doc=(_cls.__doc__ or "").split("\n")[0])
+
+
+def _check_options(spec: SamplerSpec, options: dict) -> None:
+    """Raise TypeError naming any option the sampler does not take (and listing those it does)."""
+    fn = spec.build if spec.solve is None else spec.solve
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):  # builtins / odd callables: let the call itself complain
+        return
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    bad = sorted(set(options) - set(params))
+    if bad:
+        valid = sorted(
+            n
+            for n, p in params.items()
+            if p.kind in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        )
+        raise TypeError(f"sampler {spec.name!r} got unknown option(s) {bad}; its options are {valid}")
 
 
 def available_samplers() -> list[str]:
@@ -138,14 +158,27 @@ def sample(
     if x_T is None:
         if shape is None:
             raise ValueError("give shape=[B, ...] or x_T")
-        x_T = sde.prior_sampling(tuple(shape), generator=generator, dtype=dtype, device=device)
+        shape = tuple(shape)
+        if len(shape) < 1 or not all(isinstance(n, int) and n >= 1 for n in shape):
+            raise ValueError(f"shape must be [B, ...] with positive integer sizes; got shape = {shape!r}")
+        x_T = sde.prior_sampling(shape, generator=generator, dtype=dtype, device=device)
     else:
         check_finite(x_T, "x_T")
+        if x_T.ndim < 1 or x_T.shape[0] < 1:
+            raise ValueError(f"x_T must have shape [B, ...] with B >= 1; got x_T of shape {tuple(x_T.shape)}")
         if shape is not None and tuple(x_T.shape) != tuple(shape):
             raise ValueError(f"x_T has shape {tuple(x_T.shape)} but shape = {tuple(shape)}")
+        if not x_T.is_floating_point():
+            raise TypeError(f"x_T must be a floating-point tensor; got dtype {x_T.dtype}")
         if dtype is not None:
             x_T = x_T.to(dtype)
+    _check_options(spec, sampler_options)
     if spec.solve is not None:
+        extra = {}
+        if record:
+            extra["record"] = True
+        if grid is not None:
+            extra["grid"] = grid
         return spec.solve(
             sde,
             score_fn,
@@ -158,6 +191,7 @@ def sample(
             nfe=nfe,
             denoise=denoise,
             callback=callback,
+            **extra,
             **sampler_options,
         )
     stepper = spec.build(**sampler_options)

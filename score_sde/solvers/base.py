@@ -47,6 +47,7 @@ class Context:
     generator: Generator = None
     grid: torch.Tensor | None = None
     state: dict = field(default_factory=dict)
+    tvecs: list | None = None  # grid[i] as [B] tensors in the data dtype, filled by the loop
 
     def randn_like(self, x: torch.Tensor) -> torch.Tensor:
         return randn_like(x, self.generator)
@@ -54,6 +55,13 @@ class Context:
     def tvec(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """A grid time as a [B] tensor in x's dtype."""
         return t.to(x.dtype).expand(x.shape[0])
+
+    def time_at(self, i: int, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """``grid[i]`` (= ``t``) as a [B] tensor in x's dtype, cached by the loop (no per-step allocation)."""
+        tv = self.tvecs
+        if tv is not None and tv[i].shape[0] == x.shape[0]:
+            return tv[i]
+        return self.tvec(t, x)
 
 
 @dataclass

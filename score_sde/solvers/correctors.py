@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
-from ..sde.ve import VESDE
 from ..utils import bcast
 from .base import Context, Stepper
-from .predictors import transition
+from .predictors import GridCoefficients, grid_coefficients
 
 
 def _norm(v: torch.Tensor, per_sample: bool) -> torch.Tensor:
@@ -16,13 +17,23 @@ def _norm(v: torch.Tensor, per_sample: bool) -> torch.Tensor:
     return n if per_sample else n.mean().expand_as(n)
 
 
+def _coefficients(ctx: Context, t, t_next, i: int | None) -> tuple[GridCoefficients, int]:
+    """Coefficients of the step t -> t_next: the loop's cached table at index i, or (i is None)
+    a one-step table built for these two times."""
+    if i is None:
+        return GridCoefficients.build(ctx.sde, torch.stack([torch.as_tensor(t), torch.as_tensor(t_next)])), 0
+    return grid_coefficients(ctx, t, t_next, i)
+
+
 class NoneCorrector(Stepper):
+    """No correction (predictor-only sampling)."""
+
     name, order, nfe_per_step, stochastic = "none", 0, 0, False
 
     def __init__(self, snr: float = 0.0, n_steps: int = 0, per_sample: bool = False):
         pass
 
-    def correct(self, ctx: Context, x, t, t_next):
+    def correct(self, ctx: Context, x, t, t_next, i: int | None = None):
         return x, x
 
 
@@ -31,31 +42,32 @@ class LangevinCorrector(Stepper):
 
     For j = 1..n_steps: z ~ N(0, I), s = score(x, t),
     eps = 2 a_i (r |z| / |s|)^2, x_mean = x + eps s, x = x_mean + sqrt(2 eps) z,
-    with r the signal-to-noise ratio ``snr`` and a_i = 1 - beta_i = (alpha(t)/alpha(t_next))^2 for
-    VP-type SDEs (1 for VE), as in the official code. Norms are averaged over the batch as the
-    official code does (this couples the samples of a batch); ``per_sample=True`` uses each
-    sample's own norms.
+    with r the signal-to-noise ratio ``snr`` and a_i = (alpha(t)/alpha(t_next))^2 = 1 - beta_i for
+    VP-type SDEs (1 for VE, whose alpha is 1), as in the official code. Norms are taken over all
+    non-batch dims of [B, ...] and averaged over the batch as the official code does (this couples
+    the samples of a batch); ``per_sample=True`` uses each sample's own norms (batch-invariant).
     """
 
     name, order, nfe_per_step, stochastic = "langevin", 0, 1, True
 
     def __init__(self, snr: float = 0.16, n_steps: int = 1, per_sample: bool = False):
-        if snr <= 0:
-            raise ValueError(f"snr must be > 0; got snr = {snr!r}")
-        if not isinstance(n_steps, int) or n_steps < 1:
-            raise ValueError(f"corrector_steps must be an integer >= 1; got {n_steps!r}")
-        self.snr, self.n_steps, self.per_sample = float(snr), n_steps, per_sample
+        if not (isinstance(snr, (int, float)) and snr > 0):
+            raise ValueError(f"snr must be a number > 0; got snr = {snr!r}")
+        if not isinstance(n_steps, int) or isinstance(n_steps, bool) or n_steps < 1:
+            raise ValueError(f"corrector_steps must be an integer >= 1; got corrector_steps = {n_steps!r}")
+        self.snr, self.n_steps, self.per_sample = float(snr), n_steps, bool(per_sample)
         self.nfe_per_step = n_steps
 
-    def correct(self, ctx: Context, x, t, t_next):
-        a, _ = transition(ctx.sde, t, t_next)
-        ai = (a * a).to(x.dtype) if not isinstance(ctx.sde, VESDE) else torch.ones((), dtype=x.dtype)
-        tv = ctx.tvec(t, x)
+    def correct(self, ctx: Context, x, t, t_next, i: int | None = None):
+        """Run the corrector at grid time t (= ctx.grid[i] inside the loop); returns (x, x_mean)."""
+        c, k = _coefficients(ctx, t, t_next, i)
+        ai = c.a[k] * c.a[k]
+        tv = ctx.tvec(t, x) if i is None else ctx.time_at(i, t, x)
         mean = x
         for _ in range(self.n_steps):
             s = ctx.score(x, tv)
             z = ctx.randn_like(x)
-            step = 2 * ai * (self.snr * _norm(z, self.per_sample) / _norm(s, self.per_sample)) ** 2
+            step = (2 * ai * self.snr**2) * (_norm(z, self.per_sample) / _norm(s, self.per_sample)) ** 2
             mean = x + bcast(step, x) * s
             x = mean + bcast(torch.sqrt(2 * step), x) * z
         return x, mean
@@ -66,23 +78,22 @@ class AnnealedLangevinCorrector(LangevinCorrector):
 
     At noise level sigma(t) the step size is eps = 2 a_i (r sigma(t))^2 (the marginal std of the
     perturbed data sets the scale instead of the gradient norm); x_mean = x + eps s,
-    x = x_mean + sqrt(2 eps) z, repeated n_steps times.
+    x = x_mean + sqrt(2 eps) z, repeated n_steps times. Batch-invariant by construction.
     """
 
     name = "annealed_langevin"
 
-    def correct(self, ctx: Context, x, t, t_next):
-        a, _ = transition(ctx.sde, t, t_next)
-        ai = (a * a).to(x.dtype) if not isinstance(ctx.sde, VESDE) else torch.ones((), dtype=x.dtype)
-        std = ctx.sde.sigma(t).to(x.dtype)
-        step = 2 * ai * (self.snr * std) ** 2
-        tv = ctx.tvec(t, x)
+    def correct(self, ctx: Context, x, t, t_next, i: int | None = None):
+        c, k = _coefficients(ctx, t, t_next, i)
+        step = 2 * c.a[k] * c.a[k] * (self.snr * c.sigma[k]) ** 2
+        noise = math.sqrt(2 * step)
+        tv = ctx.tvec(t, x) if i is None else ctx.time_at(i, t, x)
         mean = x
         for _ in range(self.n_steps):
             s = ctx.score(x, tv)
             z = ctx.randn_like(x)
             mean = x + step * s
-            x = mean + torch.sqrt(2 * step) * z
+            x = mean + noise * z
         return x, mean
 
 
@@ -104,11 +115,16 @@ class PCStepper(Stepper):
 
     def check(self, sde):
         self.predictor.check(sde)
+        self.corrector.check(sde)
 
     def init(self, ctx, x):
         self.predictor.init(ctx, x)
+        self.corrector.init(ctx, x)
+
+    def nfe(self, steps: int) -> int:
+        return self.predictor.nfe(steps) + steps * self.corrector.nfe_per_step
 
     def step(self, ctx, x, t, t_next, i, last):
         if self.corrector.nfe_per_step:
-            x, _ = self.corrector.correct(ctx, x, t, t_next)
+            x, _ = self.corrector.correct(ctx, x, t, t_next, i)
         return self.predictor.step(ctx, x, t, t_next, i, last)

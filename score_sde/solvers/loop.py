@@ -49,8 +49,14 @@ def integrate(
     Returns:
         :class:`SampleResult`.
     """
+    if grid.ndim != 1 or grid.numel() < 2:
+        raise ValueError(f"grid must be a 1-D tensor of at least 2 times; got shape {tuple(grid.shape)}")
     score = CountingScore(score_fn, cond)
     ctx = Context(sde=sde, score=score, generator=generator, grid=grid)
+    # The hot path below allocates nothing per step beyond the stepper's own arithmetic: the grid
+    # times are unbound once, and their [B] versions in the data dtype are built once.
+    ts = grid.unbind(0)
+    ctx.tvecs = grid.to(x.dtype)[:, None].expand(-1, x.shape[0]).unbind(0)
     stepper.init(ctx, x)
     steps = grid.numel() - 1
     res = SampleResult(x=x, nfe=0, grid=grid)
@@ -61,17 +67,19 @@ def integrate(
 
         bar = tqdm(it, desc=stepper.name, leave=False)
         it = bar
+    watch = record or callback is not None
+    last_i = steps - 1 if denoise else -1
     mean = x
     for i in it:
-        out = stepper.step(ctx, x, grid[i], grid[i + 1], i, last=denoise and i == steps - 1)
+        out = stepper.step(ctx, x, ts[i], ts[i + 1], i, i == last_i)
         x, mean = out.x, out.mean
-        if record or callback is not None:
+        if watch:
             x0 = out.x0 if out.x0 is not None else _tweedie(sde, out)
             if record:
                 res.trajectory.append(x)
                 res.x0_preds.append(x0)
             if callback is not None:
-                callback(i, grid[i + 1], x, x0)
+                callback(i, ts[i + 1], x, x0)
         if bar is not None:
             bar.set_postfix(nfe=score.nfe, refresh=False)
     res.x = mean if denoise else x

@@ -11,19 +11,72 @@ number for number and any other grid consistently.
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
 import torch
 
 from ..sde.base import LinearSDE
 from ..sde.ve import VESDE
 from ..sde.vp import VPSDE, SubVPSDE
-from .base import StepOutput, Stepper
+from .base import Context, StepOutput, Stepper
 
 
 def transition(sde: LinearSDE, t: torch.Tensor, t_next: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(a, G^2) of the forward step x_t = a x_{t_next} + G z between two grid times (0-d float64)."""
+    """(a, G^2) of the forward step x_t = a x_{t_next} + G z between grid times (float64, any shape)."""
     a = torch.exp(sde.log_alpha(t) - sde.log_alpha(t_next))
     G2 = sde.sigma(t) ** 2 - a * a * sde.sigma(t_next) ** 2
     return a, G2.clamp(min=0)
+
+
+@dataclass
+class GridCoefficients:
+    """Per-step schedule coefficients of a grid t_0 > t_1 > ... > t_n, as Python floats.
+
+    Computed once per run (vectorised over the grid, float64) so that a step costs only its
+    update arithmetic. Entry i belongs to the step t_i -> t_{i+1}:
+    ``a``, ``G2`` (:func:`transition`), ``sqrt_G2``, ``f`` = f(t_i), ``g2`` = g(t_i)^2,
+    ``dt`` = t_{i+1} - t_i (< 0), ``sigma`` = sigma(t_i), ``sigma_next`` = sigma(t_{i+1}).
+    """
+
+    a: list
+    G2: list
+    sqrt_G2: list
+    f: list
+    g2: list
+    dt: list
+    sigma: list
+    sigma_next: list
+
+    @classmethod
+    def build(cls, sde: LinearSDE, grid: torch.Tensor) -> GridCoefficients:
+        grid = grid.to(torch.float64)
+        t, tn = grid[:-1], grid[1:]
+        a, G2 = transition(sde, t, tn)
+        return cls(
+            a=a.tolist(),
+            G2=G2.tolist(),
+            sqrt_G2=G2.sqrt().tolist(),
+            f=(sde.dlog_alpha_dt(t) + 0 * t).tolist(),
+            g2=(sde.g2(t) + 0 * t).tolist(),
+            dt=(tn - t).tolist(),
+            sigma=sde.sigma(t).tolist(),
+            sigma_next=sde.sigma(tn).tolist(),
+        )
+
+
+def grid_coefficients(ctx: Context, t: torch.Tensor, t_next: torch.Tensor, i: int) -> tuple[GridCoefficients, int]:
+    """The coefficient table of the run's grid and the index of the step ``t -> t_next``.
+
+    Inside the loop (``ctx.grid`` set) ``i`` indexes the cached table of ``ctx.grid``; a step called
+    on its own (``ctx.grid is None``) gets a one-step table of ``(t, t_next)`` and index 0.
+    """
+    if ctx.grid is None:
+        return GridCoefficients.build(ctx.sde, torch.stack([torch.as_tensor(t), torch.as_tensor(t_next)])), 0
+    tab = ctx.state.get("_grid_coefficients")
+    if tab is None:
+        tab = ctx.state["_grid_coefficients"] = GridCoefficients.build(ctx.sde, ctx.grid)
+    return tab, i
 
 
 class NonePredictor(Stepper):
@@ -36,51 +89,51 @@ class NonePredictor(Stepper):
 
 
 class EulerMaruyama(Stepper):
-    """Euler–Maruyama on the reverse SDE dx = [f - g^2 s] dt + g dw~ with dt = t_next - t < 0:
-    x_mean = x + (f x - g^2 s) dt, x = x_mean + g sqrt(|dt|) z (Song et al. 2021, App. E)."""
+    """Euler–Maruyama on the reverse SDE dx = [f x - g^2 s] dt + g dw~ with dt = t_next - t < 0:
+    x_mean = x + (f x - g^2 s) dt, x = x_mean + g sqrt(|dt|) z (Song et al. 2021, App. E;
+    f, g and s evaluated at the step's start t). x: [B, ...]."""
 
     name, order, nfe_per_step, stochastic = "euler_maruyama", 1, 1, True
 
     def step(self, ctx, x, t, t_next, i, last):
-        tv = ctx.tvec(t, x)
+        c, k = grid_coefficients(ctx, t, t_next, i)
+        tv = ctx.time_at(i, t, x)
         s = ctx.score(x, tv)
-        dt = (t_next - t).to(x.dtype)
-        f = ctx.sde.dlog_alpha_dt(t).to(x.dtype)
-        g2 = ctx.sde.g2(t).to(x.dtype)
-        mean = x + (f * x - g2 * s) * dt
+        dt, g2 = c.dt[k], c.g2[k]
+        mean = x * (1.0 + c.f[k] * dt) - (g2 * dt) * s
         if last:
             return StepOutput(mean, mean, score=s, t_score=tv, x_in=x)
-        return StepOutput(mean + torch.sqrt(g2 * -dt) * ctx.randn_like(x), mean, score=s, t_score=tv, x_in=x)
+        return StepOutput(mean + math.sqrt(-g2 * dt) * ctx.randn_like(x), mean, score=s, t_score=tv, x_in=x)
 
 
 class ReverseDiffusion(Stepper):
     """Reverse diffusion (Song et al. 2021, eq. 46): x_mean = x - f_i + G_i^2 s, x = x_mean + G_i z,
     with the forward step f_i = (a - 1) x, G_i from :func:`transition` (VP: (2 - sqrt(1-beta)) x +
-    beta s + sqrt(beta) z; VE: x + (sigma_i^2 - sigma_{i-1}^2) s + sqrt(...) z)."""
+    beta s + sqrt(beta) z; VE: x + (sigma_i^2 - sigma_{i-1}^2) s + sqrt(...) z). x: [B, ...]."""
 
     name, order, nfe_per_step, stochastic = "reverse_diffusion", 1, 1, True
 
     def step(self, ctx, x, t, t_next, i, last):
-        tv = ctx.tvec(t, x)
+        c, k = grid_coefficients(ctx, t, t_next, i)
+        tv = ctx.time_at(i, t, x)
         s = ctx.score(x, tv)
-        a, G2 = transition(ctx.sde, t, t_next)
-        a, G2 = a.to(x.dtype), G2.to(x.dtype)
-        mean = (2 - a) * x + G2 * s
+        mean = x * (2.0 - c.a[k]) + c.G2[k] * s
         if last:
             return StepOutput(mean, mean, score=s, t_score=tv, x_in=x)
-        return StepOutput(mean + torch.sqrt(G2) * ctx.randn_like(x), mean, score=s, t_score=tv, x_in=x)
+        return StepOutput(mean + c.sqrt_G2[k] * ctx.randn_like(x), mean, score=s, t_score=tv, x_in=x)
 
 
 class ProbabilityFlowPredictor(Stepper):
-    """Fixed-step probability flow (Song et al. 2021, App. F): x = x - f_i + 1/2 G_i^2 s (deterministic)."""
+    """Fixed-step probability flow (Song et al. 2021, App. F): x = (2 - a) x + 1/2 G_i^2 s, i.e.
+    x - f_i + 1/2 G_i^2 s, a first-order (Euler-type) step of dx/dt = f x - 1/2 g^2 s. Deterministic."""
 
     name, order, nfe_per_step, stochastic = "probability_flow", 1, 1, False
 
     def step(self, ctx, x, t, t_next, i, last):
-        tv = ctx.tvec(t, x)
+        c, k = grid_coefficients(ctx, t, t_next, i)
+        tv = ctx.time_at(i, t, x)
         s = ctx.score(x, tv)
-        a, G2 = transition(ctx.sde, t, t_next)
-        x_new = (2 - a.to(x.dtype)) * x + 0.5 * G2.to(x.dtype) * s
+        x_new = x * (2.0 - c.a[k]) + (0.5 * c.G2[k]) * s
         return StepOutput(x_new, x_new, score=s, t_score=tv, x_in=x)
 
 
@@ -92,10 +145,10 @@ class AncestralSampling(Stepper):
     """Ancestral sampling (Song et al. 2021, App. F; DDPM's Algorithm 2 with sigma_t^2 = beta_t).
 
     VP: x_{i-1} = (x_i + beta_i s) / sqrt(1 - beta_i) + sqrt(beta_i) z, where 1 - beta_i = a^2 and
-    beta_i = G^2 from :func:`transition`; with s = -eps / sqrt(1 - alpha_bar_i) this is the seed's
-    ``p_sample``. VE: x_{i-1} = x_i + (sigma_i^2 - sigma_{i-1}^2) s +
-    sqrt(sigma_{i-1}^2 (sigma_i^2 - sigma_{i-1}^2) / sigma_i^2) z. No ancestral sampler exists for
-    sub-VP or general SDEs (a clear error says so).
+    beta_i = G^2 from :func:`transition` (on a DDPM chain's own grid exactly its betas); with
+    s = -eps / sqrt(1 - alpha_bar_i) this is the seed's ``p_sample``. VE: x_{i-1} = x_i +
+    (sigma_i^2 - sigma_{i-1}^2) s + sqrt(sigma_{i-1}^2 (sigma_i^2 - sigma_{i-1}^2) / sigma_i^2) z.
+    No ancestral sampler exists for sub-VP or general SDEs (a clear error says so). x: [B, ...].
     """
 
     name, order, nfe_per_step, stochastic = "ancestral", 1, 1, True
@@ -108,16 +161,16 @@ class AncestralSampling(Stepper):
             )
 
     def step(self, ctx, x, t, t_next, i, last):
-        tv = ctx.tvec(t, x)
+        c, k = grid_coefficients(ctx, t, t_next, i)
+        tv = ctx.time_at(i, t, x)
         s = ctx.score(x, tv)
-        a, G2 = transition(ctx.sde, t, t_next)
-        a, G2 = a.to(x.dtype), G2.to(x.dtype)
+        G2 = c.G2[k]
         if isinstance(ctx.sde, VESDE):
             mean = x + G2 * s
-            std = torch.sqrt(ctx.sde.sigma(t_next).to(x.dtype) ** 2 * G2 / ctx.sde.sigma(t).to(x.dtype) ** 2)
+            std = c.sigma_next[k] * c.sqrt_G2[k] / c.sigma[k]
         else:
-            mean = (x + G2 * s) / a
-            std = torch.sqrt(G2)
+            mean = (x + G2 * s) / c.a[k]
+            std = c.sqrt_G2[k]
         if last:
             return StepOutput(mean, mean, score=s, t_score=tv, x_in=x)
         return StepOutput(mean + std * ctx.randn_like(x), mean, score=s, t_score=tv, x_in=x)
