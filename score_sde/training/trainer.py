@@ -1,0 +1,765 @@
+"""The trainer: denoising score matching with Adam, warmup, clipping, EMA and exact resumption.
+
+One optimiser step (official score_sde recipe, Song et al. 2021, App. D):
+
+1. learning rate ``lr * min(1, (step + 1) / warmup)`` (linear warmup);
+2. for each of ``accum_steps`` micro-batches: loss (DSM by default) / accum_steps, backward;
+   under DDP the gradients are averaged over ranks;
+3. clip the global gradient norm to ``grad_clip`` (skipped when < 0);
+4. Adam step; EMA update of the weights.
+
+Exact resumption. The data order and the loss's random draws are functions of
+``(seed, step, shard)``: the batch of step k is positions [kB, (k+1)B) of a stream of per-epoch
+permutations, cut into ``world_size * accum_steps`` contiguous shards, and shard j draws its times
+and noise from a generator seeded by (seed, k, j). A checkpoint holds everything else (weights,
+EMA, Adam moments, step, the global RNG states), so a run killed at any point and restarted from its
+last checkpoint ends with bit-identical parameters, and N ranks with accumulation a reproduce one
+process with accumulation N·a on the same global batch (up to the order of floating-point sums).
+
+A workdir holds ``config.yaml``, ``checkpoints/checkpoint_<step>.pt`` (atomic), ``metrics.csv``,
+``samples/`` (PNG grids) and, when the ``tensorboard`` package is installed, ``tensorboard/``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import inspect
+import math
+import os
+import time
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from ..score import ScoreModel
+from ..sde import VESDE, VPSDE, SubVPSDE
+from .checkpoint import (
+    checkpoint_path,
+    latest_checkpoint,
+    load_checkpoint,
+    prune_checkpoints,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from .config import SDE_KINDS, Config, ModelConfig, config_from_plain, save_config, validate
+from .distributed import DistContext, all_reduce_mean, barrier, wrap_ddp
+from .ema import ExponentialMovingAverage, default_ema_rate
+
+METRIC_FIELDS = ("step", "time_s", "loss", "lr", "grad_norm", "steps_per_s", "eval_nll", "eval_bpd")
+IMAGE_NETS = ("unet", "ddpmpp", "ncsnpp")
+
+
+# ---------------------------------------------------------------------------------------------
+# objects from config sections
+
+
+def build_sde(cfg: Config):
+    """The forward SDE of ``cfg.sde``."""
+    s = cfg.sde
+    kind = SDE_KINDS[s.kind]
+    if kind == "vpsde":
+        return VPSDE(s.beta_min, s.beta_max, N=s.N)
+    if kind == "subvpsde":
+        return SubVPSDE(s.beta_min, s.beta_max, N=s.N)
+    return VESDE(s.sigma_min, s.sigma_max, N=s.N)
+
+
+def _label_scale(m: ModelConfig) -> float:
+    """PE(label_scale * label): 1000 for continuous t in [0, 1], 1 for t999 / discrete labels."""
+    if m.label_scale is not None:
+        return m.label_scale
+    return 1.0 if m.time_labels in ("t999", "discrete") else 1000.0
+
+
+def net_kwargs(m: ModelConfig, shape: tuple[int, ...]) -> dict:
+    """Keyword arguments of ``build_net(m.kind, ...)`` for data of per-sample ``shape``."""
+    common = dict(
+        embedding=m.embedding,
+        num_classes=m.num_classes or None,
+        fourier_scale=m.fourier_scale,
+        label_scale=_label_scale(m),
+        act=m.act,
+        sinusoidal_layout=m.sinusoidal_layout,
+    )
+    if m.kind == "mlp":
+        return dict(dim=math.prod(shape), hidden=m.hidden, depth=m.depth, emb_dim=m.emb_dim, **common)
+    if m.kind in IMAGE_NETS:
+        if len(shape) != 3:
+            raise ValueError(f"model.kind = {m.kind!r} needs image data [C, H, W]; the data set has shape {shape}")
+        return dict(
+            in_channels=shape[0],
+            ch=m.ch,
+            ch_mult=tuple(m.ch_mult),
+            num_res_blocks=m.num_res_blocks,
+            attn_resolutions=tuple(m.attn_resolutions),
+            dropout=m.dropout,
+            resolution=shape[-1],
+            context_dim=m.context_dim or None,
+            resblock=m.resblock,
+            skip_rescale=m.skip_rescale,
+            resamp_with_conv=m.resamp_with_conv,
+            init_scale=m.init_scale,
+            **common,
+        )
+    raise ValueError(f"config key 'model.kind' = {m.kind!r} is not one of ['mlp', 'unet', 'ddpmpp', 'ncsnpp']")
+
+
+def build_network(m: ModelConfig, shape: tuple[int, ...]) -> nn.Module:
+    """The score network of config section ``model`` for data of per-sample ``shape`` ([D] or [C, H, W])."""
+    from ..nets import NETS, build_net
+
+    kwargs = net_kwargs(m, shape)
+    params = inspect.signature(NETS[m.kind][0]).parameters
+    defaults = ModelConfig()
+    for k in list(kwargs):
+        if k not in params:
+            if hasattr(defaults, k) and getattr(m, k) != getattr(defaults, k):
+                raise ValueError(f"config key 'model.{k}' is not used by model.kind = {m.kind!r}")
+            del kwargs[k]
+    return build_net(m.kind, **kwargs)
+
+
+def build_loss(cfg: Config) -> Callable:
+    """``loss(model, x0, generator=, cond=)`` of ``cfg.training`` (DSM / DDPM / SMLD)."""
+    from .losses import get_loss
+
+    t = cfg.training
+    fn = get_loss(t.loss)
+    opts = dict(
+        weighting=t.weighting, target=t.target, importance_sampling=t.importance_sampling, reduce=t.reduce, eps=t.eps
+    )
+    params = inspect.signature(fn).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        opts = {k: v for k, v in opts.items() if k in params}
+
+    def loss(model, x0, generator=None, cond=None):
+        return fn(model, x0, generator=generator, cond=cond, **opts)
+
+    return loss
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def scaling_to_plain(scaling) -> dict | None:
+    """A data-scaling object as a plain dict (for weights_only checkpoints)."""
+    if scaling is None:
+        return None
+    if hasattr(scaling, "to_dict"):
+        return dict(scaling.to_dict())
+    import dataclasses
+
+    if dataclasses.is_dataclass(scaling):
+        return dataclasses.asdict(scaling)
+    raise TypeError(f"can not store a data scaling of type {type(scaling).__name__}")
+
+
+def scaling_from_plain(d: dict | None):
+    if d is None:
+        return None
+    from ..likelihood import DataScaling
+
+    if hasattr(DataScaling, "from_dict"):
+        return DataScaling.from_dict(d)
+    return DataScaling(**d)
+
+
+def _mix_seed(*parts: int) -> int:
+    """A 63-bit seed from integers (splitmix-style mixing, deterministic across runs)."""
+    h = 0x9E3779B97F4A7C15
+    for p in parts:
+        h = (h ^ (int(p) + 0x9E3779B97F4A7C15 + (h << 6) + (h >> 2))) & 0xFFFFFFFFFFFFFFFF
+        h = (h * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
+        h ^= h >> 31
+    return h & 0x7FFFFFFFFFFFFFFF
+
+
+# ---------------------------------------------------------------------------------------------
+# sampling, evaluation and images (shared by the trainer and the command line)
+
+
+def sampler_options(cfg: Config) -> dict:
+    """The keyword options of ``ss.sample`` for ``cfg.sampling.sampler``."""
+    s = cfg.sampling
+    if s.sampler == "pc":
+        return dict(predictor=s.predictor, corrector=s.corrector, snr=s.snr, corrector_steps=s.corrector_steps)
+    if s.sampler == "ode":
+        return dict(rtol=s.rtol, atol=s.atol)
+    return {}
+
+
+def sample_model(
+    cfg: Config,
+    sde,
+    model: ScoreModel,
+    shape,
+    num: int,
+    *,
+    device=None,
+    dtype=None,
+    generator=None,
+    sampler: str | None = None,
+    steps: int | None = None,
+) -> torch.Tensor:
+    """``num`` samples [num, *shape] of ``model`` with the sampler of ``cfg.sampling`` (or ``sampler``)."""
+    from ..solvers import sample
+
+    if sampler is not None or steps is not None:
+        cfg = config_from_plain(cfg.to_dict())
+        cfg.sampling.sampler = sampler or cfg.sampling.sampler
+        cfg.sampling.steps = steps if steps is not None else cfg.sampling.steps
+    s = cfg.sampling
+
+    def score(x, t, *args):
+        with torch.no_grad():
+            return model.score(x, t, *args)
+
+    res = sample(
+        sde,
+        score,
+        shape=(num, *shape),
+        sampler=s.sampler,
+        steps=s.steps,
+        eps=s.eps,
+        generator=generator,
+        dtype=dtype,
+        device=device,
+        **sampler_options(cfg),
+    )
+    return res.x
+
+
+def load_split(cfg: Config, split: str, n: int | None = None):
+    """The data set of ``cfg.data`` for ``split`` (``n`` points; default data.n_train / data.n_test)."""
+    from .data import get_dataset
+
+    d = cfg.data
+    if n is None:
+        n = d.n_train if split == "train" else d.n_test
+    return get_dataset(d.dataset, split, n=n, seed=d.seed, root=d.root, centered=d.centered)
+
+
+def model_log_likelihood(
+    cfg: Config,
+    sde,
+    model: ScoreModel,
+    x: torch.Tensor,
+    *,
+    generator=None,
+    divergence: str | None = None,
+    probes: int | None = None,
+) -> torch.Tensor:
+    """log p(x) in nats per sample, [B], through the PF-ODE with the options of ``cfg.eval``."""
+    from ..likelihood import log_likelihood
+
+    e = cfg.eval
+    div = divergence or e.divergence
+    kw = dict(divergence=div, rtol=e.rtol, atol=e.atol, eps=e.eps, generator=generator)
+    params = inspect.signature(log_likelihood).parameters
+    nprobes = probes or e.probes
+    for name in ("probes", "n_probes", "num_probes"):
+        if name in params:
+            kw[name] = nprobes
+            break
+    out = []
+    for i in range(0, x.shape[0], e.batch_size):
+        res = log_likelihood(sde, model.score, x[i : i + e.batch_size], **kw)
+        out.append(res.logp.detach())
+    return torch.cat(out) if out else x.new_zeros(0)
+
+
+def evaluate_nll(
+    cfg: Config,
+    sde,
+    model: ScoreModel,
+    *,
+    device=None,
+    dtype=None,
+    dist: DistContext | None = None,
+    cache: dict | None = None,
+    split: str | None = None,
+    n: int | None = None,
+    divergence: str | None = None,
+    probes: int | None = None,
+) -> dict:
+    """Mean NLL (nats per sample) and bits/dim of held-out data, sharded across ranks and gathered.
+
+    Returns ``{"eval_nll": ..., "eval_bpd": ..., "eval_n": ...}``; ``eval_bpd`` uses the data set's
+    stored scaling (dequantised bits/dim for images; nats/dim / ln 2 otherwise).
+    """
+    from .distributed import gather_cat, shard_range
+
+    dist = dist or DistContext()
+    split = split or cfg.eval.split
+    n = cfg.eval.num if n is None else n
+    key = (split, n)
+    if cache is not None and key in cache:
+        ds = cache[key]
+    else:
+        ds = load_split(cfg, split, n)
+        if cache is not None:
+            cache[key] = ds
+    x = ds.data
+    if n is not None:
+        x = x[:n]
+    x = x.to(device=device, dtype=dtype)
+    lo, hi = shard_range(x.shape[0], dist.rank, dist.world_size)
+    g = torch.Generator(device=x.device).manual_seed(_mix_seed(cfg.eval.seed, dist.rank))
+    with torch.enable_grad():
+        logp = model_log_likelihood(cfg, sde, model, x[lo:hi], generator=g, divergence=divergence, probes=probes)
+    logp = gather_cat(logp, dist)
+    D = math.prod(x.shape[1:])
+    nll = float(-logp.mean())
+    bpd = nll_to_bpd(-logp, D, getattr(ds, "scaling", None))
+    return {"eval_nll": nll, "eval_bpd": bpd, "eval_n": int(logp.shape[0])}
+
+
+def nll_to_bpd(nll: torch.Tensor, D: int, scaling=None) -> float:
+    """Bits/dim of per-sample NLLs (nats): with a data scaling, the dequantised bits/dim of the data."""
+    if scaling is not None:
+        from ..likelihood import bits_per_dim
+
+        try:
+            return float(bits_per_dim(-nll, D, scaling).mean())
+        except TypeError:
+            return float(bits_per_dim(-nll, scaling=scaling, dim=D).mean())
+    return float(nll.mean() / (D * math.log(2)))
+
+
+def image_grid(x: torch.Tensor, nrow: int | None = None, pad: int = 1) -> torch.Tensor:
+    """Tile images [N, C, H, W] in [0, 1] into one [H', W', C] array (C = 1 or 3)."""
+    N, C, H, W = x.shape
+    nrow = nrow or max(1, int(math.ceil(math.sqrt(N))))
+    ncol = int(math.ceil(N / nrow))
+    grid = torch.ones(C, ncol * (H + pad) + pad, nrow * (W + pad) + pad, dtype=x.dtype)
+    for i in range(N):
+        r, c = divmod(i, nrow)
+        grid[:, pad + r * (H + pad) : pad + r * (H + pad) + H, pad + c * (W + pad) : pad + c * (W + pad) + W] = x[i]
+    return grid.permute(1, 2, 0)
+
+
+def save_samples(x: torch.Tensor, path: str, centered: bool = True, title: str | None = None) -> str:
+    """Write samples as a PNG: an image grid for [N, C, H, W], a scatter plot otherwise."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    x = x.detach().float().cpu()
+    if x.ndim == 4:
+        img = ((x + 1) / 2 if centered else x).clamp(0, 1)
+        grid = image_grid(img)
+        if grid.shape[-1] == 1:
+            plt.imsave(path, grid[..., 0].numpy(), cmap="gray", vmin=0, vmax=1)
+        else:
+            plt.imsave(path, grid.numpy())
+        return path
+    flat = x.reshape(x.shape[0], -1)
+    fig, ax = plt.subplots(figsize=(4, 4))
+    if flat.shape[1] >= 2:
+        ax.scatter(flat[:, 0], flat[:, 1], s=1)
+    else:
+        ax.hist(flat[:, 0].numpy(), bins=100)
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# the trainer
+
+
+class Trainer:
+    """Train a score model from a :class:`Config` in ``workdir`` (resuming from its checkpoints).
+
+    Args:
+        config: the experiment; validated (types, values, data files) before anything is built.
+        workdir: folder of config, checkpoints, metrics and samples (None: keep nothing on disk).
+        dist: the process's place in a torchrun job (default: a single process).
+        callbacks: ``fn(trainer, step, metrics)`` called after every optimiser step (``metrics``
+            holds ``loss`` of that step, a float).
+        resume: load the newest checkpoint of ``workdir`` when there is one.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        workdir: str | os.PathLike | None = None,
+        *,
+        dist: DistContext | None = None,
+        callbacks: tuple[Callable, ...] | list[Callable] = (),
+        resume: bool = True,
+    ):
+        validate(config, check_files=True)
+        self.cfg = config
+        self.workdir = None if workdir is None else os.fspath(workdir)
+        self.dist = dist or DistContext()
+        self.callbacks = list(callbacks)
+        t = config.training
+        self.device = resolve_device(t.device)
+        if self.dist.distributed and self.device.type == "cuda" and self.device.index is None:
+            self.device = torch.device("cuda", self.dist.local_rank)
+        self.dtype = getattr(torch, t.dtype)
+        self.n_shards = self.dist.world_size * t.accum_steps
+        if t.batch_size % self.n_shards:
+            raise ValueError(
+                f"config key 'training.batch_size' = {t.batch_size} does not split over "
+                f"{self.dist.world_size} ranks x {t.accum_steps} accumulation steps"
+            )
+        self.micro = t.batch_size // self.n_shards
+
+        torch.manual_seed(_mix_seed(t.seed, self.dist.rank))  # initialisation is re-synced by DDP
+        from .data import get_dataset
+
+        d = config.data
+        self.train_set = get_dataset(d.dataset, "train", n=d.n_train, seed=d.seed, root=d.root, centered=d.centered)
+        self.data = self.train_set.data.to(self.device, self.dtype)
+        self.labels = None
+        if config.model.num_classes and self.train_set.labels is not None:
+            self.labels = torch.as_tensor(self.train_set.labels).to(self.device)
+        self.shape = tuple(self.data.shape[1:])
+        self.is_image = len(self.shape) == 3
+        self.sde = build_sde(config)
+        torch.manual_seed(t.seed)  # same initial weights on every rank
+        self.net = build_network(config.model, self.shape).to(self.device, self.dtype)
+        self.ddp_net = wrap_ddp(self.net, self.dist)
+        self.model = ScoreModel(
+            self.ddp_net, self.sde, prediction=config.model.prediction, time_labels=config.model.time_labels
+        )
+        self.eval_model = ScoreModel(
+            self.net, self.sde, prediction=config.model.prediction, time_labels=config.model.time_labels
+        )
+        self.params = [p for p in self.net.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.Adam(
+            self.params, lr=t.lr, betas=(t.beta1, t.beta2), eps=t.adam_eps, weight_decay=t.weight_decay
+        )
+        self.ema_rate = t.ema_rate if t.ema_rate is not None else default_ema_rate(SDE_KINDS[config.sde.kind])
+        self.ema = ExponentialMovingAverage(self.net, self.ema_rate)
+        self.loss_fn = build_loss(config)
+        self.step = 0
+        self._perm_epoch, self._perm = -1, None
+        self._writer = None
+        self._eval_cache: dict = {}
+        torch.manual_seed(_mix_seed(t.seed, self.dist.rank, 1))  # dropout etc. (saved in checkpoints)
+        if self.workdir is not None and resume:
+            self._resume()
+
+    # -- paths ----------------------------------------------------------------------------------
+    @property
+    def ckpt_dir(self) -> str:
+        return os.path.join(self.workdir, "checkpoints")
+
+    # -- data -----------------------------------------------------------------------------------
+    def _epoch_perm(self, epoch: int) -> torch.Tensor:
+        if epoch != self._perm_epoch:
+            g = torch.Generator().manual_seed(_mix_seed(self.cfg.training.seed, 7, epoch))
+            self._perm = torch.randperm(self.data.shape[0], generator=g).to(self.device)
+            self._perm_epoch = epoch
+        return self._perm
+
+    def batch_indices(self, step: int) -> torch.Tensor:
+        """Indices of the global batch of ``step``: positions [kB, (k+1)B) of the epoch stream."""
+        n, B = self.data.shape[0], self.cfg.training.batch_size
+        start = step * B
+        out, pos = [], start
+        while pos < start + B:
+            epoch, off = divmod(pos, n)
+            take = min(n - off, start + B - pos)
+            out.append(self._epoch_perm(epoch)[off : off + take])
+            pos += take
+        return torch.cat(out)
+
+    def shard_generator(self, step: int, shard: int) -> torch.Generator:
+        """The generator of the loss's draws (times, noise, flips) for one shard of one step."""
+        g = torch.Generator(device=self.device)
+        return g.manual_seed(_mix_seed(self.cfg.training.seed, step, shard))
+
+    def micro_batch(self, step: int, micro: int):
+        """(x0, cond, generator) of this rank's ``micro``-th micro-batch of ``step``."""
+        shard = self.dist.rank * self.cfg.training.accum_steps + micro
+        idx = self.batch_indices(step)[shard * self.micro : (shard + 1) * self.micro]
+        g = self.shard_generator(step, shard)
+        x0 = self.data[idx]
+        if self.cfg.data.random_flip and self.is_image:
+            flip = torch.rand(x0.shape[0], generator=g, device=self.device) < 0.5
+            x0 = torch.where(flip.view(-1, 1, 1, 1), x0.flip(-1), x0)
+        cond = self.labels[idx] if self.labels is not None else None
+        return x0, cond, g
+
+    # -- one step -------------------------------------------------------------------------------
+    def lr_at(self, step: int) -> float:
+        """Linear warmup to ``training.lr`` over ``training.warmup`` steps (step counted from 0)."""
+        t = self.cfg.training
+        return t.lr * min(1.0, (step + 1) / t.warmup) if t.warmup > 0 else t.lr
+
+    def train_step(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """One optimiser step at ``self.step``; returns (loss of this rank, gradient norm)."""
+        t = self.cfg.training
+        lr = self.lr_at(self.step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.optimizer.zero_grad(set_to_none=True)
+        total = torch.zeros((), device=self.device, dtype=self.dtype)
+        for m in range(t.accum_steps):
+            x0, cond, g = self.micro_batch(self.step, m)
+            sync = not self.dist.distributed or m == t.accum_steps - 1
+            with contextlib.nullcontext() if sync else self.ddp_net.no_sync():
+                loss = self.loss_fn(self.model, x0, generator=g, cond=cond)
+                (loss / t.accum_steps).backward()
+            total += loss.detach() / t.accum_steps
+        grad_norm = None
+        if t.grad_clip >= 0:
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.params, max_norm=t.grad_clip)
+        self.optimizer.step()
+        self.ema.update()
+        self.step += 1
+        return total, grad_norm
+
+    # -- checkpoints ----------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """Everything a resumed run needs, as tensors and plain values (weights_only-loadable)."""
+        return {
+            "format": "score_sde.checkpoint/1",
+            "step": self.step,
+            "model": self.net.state_dict(),
+            "ema": self.ema.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "rng": rng_state(),
+            "config": self.cfg.to_dict(),
+            "data_scaling": scaling_to_plain(getattr(self.train_set, "scaling", None)),
+            "data_shape": list(self.shape),
+            "world_size": self.dist.world_size,
+        }
+
+    def save(self) -> str | None:
+        """Write ``checkpoints/checkpoint_<step>.pt`` atomically (rank 0) and prune old ones."""
+        path = None
+        if self.workdir is not None and self.dist.is_main:
+            path = save_checkpoint(checkpoint_path(self.ckpt_dir, self.step), self.state_dict())
+            prune_checkpoints(self.ckpt_dir, self.cfg.training.keep_ckpts)
+        barrier(self.dist)
+        return path
+
+    def load_state_dict(self, state: dict) -> None:
+        self.net.load_state_dict(state["model"])
+        self.ema.load_state_dict(state["ema"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step = int(state["step"])
+        if state.get("world_size", 1) == self.dist.world_size:
+            set_rng_state(state["rng"])
+
+    def _resume(self) -> None:
+        path = latest_checkpoint(self.ckpt_dir)
+        if path is None:
+            return
+        self.load_state_dict(load_checkpoint(path, map_location=self.device))
+
+    # -- logging --------------------------------------------------------------------------------
+    def _metrics_path(self) -> str:
+        return os.path.join(self.workdir, "metrics.csv")
+
+    def _open_logs(self) -> None:
+        """Create metrics.csv (or drop rows newer than the resumed step) and TensorBoard."""
+        if self.workdir is None or not self.dist.is_main:
+            return
+        os.makedirs(self.workdir, exist_ok=True)
+        save_config(self.cfg, os.path.join(self.workdir, "config.yaml"))
+        path = self._metrics_path()
+        rows = []
+        if os.path.exists(path):
+            with open(path, newline="") as f:
+                rows = [r for r in csv.DictReader(f) if r.get("step") and int(r["step"]) <= self.step]
+        with open(path, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=METRIC_FIELDS)
+            w.writeheader()
+            w.writerows({k: r.get(k, "") for k in METRIC_FIELDS} for r in rows)
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(os.path.join(self.workdir, "tensorboard"), purge_step=self.step)
+        except ImportError:  # tensorboard not installed
+            self._writer = None
+
+    def _log(self, row: dict) -> None:
+        if self.workdir is None or not self.dist.is_main:
+            return
+        with open(self._metrics_path(), "a", newline="") as f:
+            csv.DictWriter(f, fieldnames=METRIC_FIELDS).writerow({k: row.get(k, "") for k in METRIC_FIELDS})
+        if self._writer is not None:
+            for k, v in row.items():
+                if k != "step" and v != "" and v is not None:
+                    self._writer.add_scalar(k, v, row["step"])
+
+    # -- evaluation -----------------------------------------------------------------------------
+    def score_fn(self, ema: bool = True) -> Callable:
+        """The score of the current (EMA) weights: returns a no-grad ``score(x, t[, cond])``."""
+        model = self.eval_model
+
+        def score(x, t, *args):
+            with torch.no_grad():
+                return model.score(x, t, *args)
+
+        return score
+
+    @contextlib.contextmanager
+    def averaged(self):
+        """Inside the block the network holds the EMA weights and is in eval mode."""
+        was_training = self.net.training
+        self.net.eval()
+        with self.ema.average_parameters():
+            yield
+        self.net.train(was_training)
+
+    def sample(self, num: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``num`` samples [num, ...] from the EMA model with ``cfg.sampling`` (rank-local)."""
+        with self.averaged():
+            return sample_model(
+                self.cfg,
+                self.sde,
+                self.eval_model,
+                self.shape,
+                num or self.cfg.sampling.num,
+                device=self.device,
+                dtype=self.dtype,
+                generator=generator,
+            )
+
+    def evaluate(self) -> dict:
+        """Evaluation NLL of the EMA model on held-out data through the PF-ODE (``cfg.eval``)."""
+        with self.averaged():
+            return evaluate_nll(
+                self.cfg,
+                self.sde,
+                self.eval_model,
+                device=self.device,
+                dtype=self.dtype,
+                dist=self.dist,
+                cache=self._eval_cache,
+            )
+
+    def _write_samples(self) -> None:
+        g = torch.Generator(device=self.device).manual_seed(_mix_seed(self.cfg.sampling.seed, self.step))
+        x = self.sample(generator=g)
+        if self.dist.is_main and self.workdir is not None:
+            save_samples(
+                x, os.path.join(self.workdir, "samples", f"samples_{self.step}.png"), centered=self.cfg.data.centered
+            )
+
+    # -- the loop -------------------------------------------------------------------------------
+    def fit(self, n_iters: int | None = None) -> dict:
+        """Train until ``step == n_iters`` (default ``training.n_iters``); returns a summary dict."""
+        t = self.cfg.training
+        n_iters = t.n_iters if n_iters is None else n_iters
+        self._open_logs()
+        from tqdm.auto import tqdm
+
+        bar = tqdm(
+            total=n_iters,
+            initial=self.step,
+            disable=not (t.progress and self.dist.is_main),
+            desc="train",
+            dynamic_ncols=True,
+        )
+        self.net.train()
+        t0, step0 = time.perf_counter(), self.step
+        window, n_window = torch.zeros((), device=self.device, dtype=self.dtype), 0
+        last = {}
+        while self.step < n_iters:
+            loss, grad_norm = self.train_step()
+            window += loss
+            n_window += 1
+            step = self.step
+            if self.callbacks:
+                for cb in self.callbacks:
+                    cb(self, step, {"loss": float(loss)})
+            row = {}
+            if step % t.log_every == 0 or step == n_iters:
+                mean_loss = all_reduce_mean(window / n_window, self.dist)
+                dt = time.perf_counter() - t0
+                row.update(
+                    loss=float(mean_loss),
+                    lr=self.lr_at(step - 1),
+                    grad_norm=float(grad_norm) if grad_norm is not None else "",
+                    steps_per_s=(step - step0) / dt if dt > 0 else "",
+                )
+                window.zero_()
+                n_window = 0
+                bar.set_postfix(loss=f"{float(mean_loss):.4g}")
+            if t.eval_every and (step % t.eval_every == 0 or step == n_iters):
+                row.update(self.evaluate())
+            if row:
+                row.update(step=step, time_s=time.perf_counter() - t0)
+                self._log(row)
+                last.update(row)
+            if t.sample_every and (step % t.sample_every == 0 or step == n_iters):
+                self._write_samples()
+            if step % t.ckpt_every == 0 or step == n_iters:
+                self.save()
+            bar.update(1)
+        bar.close()
+        if self._writer is not None:
+            self._writer.close()
+        wall = time.perf_counter() - t0
+        return {
+            "step": self.step,
+            "wall_s": wall,
+            "steps_per_s": (self.step - step0) / wall if wall > 0 else 0.0,
+            **{k: v for k, v in last.items() if k not in ("step", "time_s")},
+        }
+
+
+# ---------------------------------------------------------------------------------------------
+# loading a trained workdir
+
+
+def load_workdir(workdir: str | os.PathLike, *, device: str = "auto", ema: bool = True, step: int | None = None):
+    """(config, sde, ScoreModel with EMA weights, checkpoint dict) of a trained workdir.
+
+    Reads the newest checkpoint (or ``checkpoints/checkpoint_<step>.pt``) with weights_only=True.
+    """
+    workdir = os.fspath(workdir)
+    folder = os.path.join(workdir, "checkpoints")
+    path = checkpoint_path(folder, step) if step is not None else latest_checkpoint(folder)
+    if path is None:
+        raise FileNotFoundError(f"no checkpoint in {folder!r}; train first (score-sde train --workdir ...)")
+    dev = resolve_device(device)
+    state = load_checkpoint(path, map_location=dev)
+    cfg = config_from_plain(state["config"])
+    sde = build_sde(cfg)
+    shape = tuple(int(s) for s in state["data_shape"])
+    net = build_network(cfg.model, shape)
+    net.load_state_dict(state["model"])
+    net = net.to(dev, getattr(torch, cfg.training.dtype))
+    if ema:
+        e = ExponentialMovingAverage(net, state["ema"]["decay"])
+        e.load_state_dict(state["ema"])
+        e.copy_to(net)
+    net.eval()
+    model = ScoreModel(net, sde, prediction=cfg.model.prediction, time_labels=cfg.model.time_labels)
+    return cfg, sde, model, state
+
+
+__all__ = [
+    "Trainer",
+    "build_sde",
+    "build_network",
+    "build_loss",
+    "load_workdir",
+    "net_kwargs",
+    "sample_model",
+    "evaluate_nll",
+    "model_log_likelihood",
+    "save_samples",
+    "image_grid",
+    "load_split",
+]
