@@ -1,0 +1,275 @@
+"""Shared plumbing of the paper-figure scripts: configs, outputs, metrics, the 2-D problems.
+
+Every script in this folder follows one pattern::
+
+    NAME = "fig2"                      # file stem of its outputs
+    @dataclass
+    class Config: ...                  # the full-scale settings (edit here, or --set key=value)
+    FAST = dict(...)                   # overrides for --fast (CI scale)
+    def run(cfg, ctx) -> Report        # computes, draws one PNG, returns the numbers
+
+and ``main(argv)`` (``python paper_figures/<script>.py [--fast] [--out DIR] [--set k=v]``) writes
+``<out>/<NAME>.png``, ``<out>/<NAME>.json`` (config, numbers, the paper's numbers, seconds) and
+``<out>/<NAME>.md`` (the table shown in README.md). Everything is seeded from ``Config.seed``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+import score_sde as ss
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+DEFAULT_OUT = HERE / "figures"
+DEFAULT_WORKDIR = REPO / "runs" / "paper_figures"  # git-ignored cache of trained checkpoints
+
+
+@dataclass
+class Context:
+    """Where a figure writes (``out``), where trained models are cached (``workdir``), and the mode."""
+
+    out: Path
+    workdir: Path
+    fast: bool
+    name: str
+
+    def path(self, suffix: str) -> Path:
+        return self.out / f"{self.name}{suffix}"
+
+
+@dataclass
+class Report:
+    """What a figure script returns: its key numbers, the paper's numbers, a markdown table."""
+
+    numbers: dict
+    paper: dict = field(default_factory=dict)
+    markdown: str = ""
+    notes: str = ""
+
+
+# ---- running one script --------------------------------------------------------------------------
+
+
+def _coerce(value: str, like):
+    if isinstance(like, bool):
+        return value.lower() in ("1", "true", "yes")
+    if isinstance(like, int):
+        return int(value)
+    if isinstance(like, float):
+        return float(value)
+    if isinstance(like, (list, tuple)):
+        return type(like)(_coerce(v, like[0]) if like else float(v) for v in value.split(","))
+    return value
+
+
+def make_config(config_cls, fast: bool, fast_overrides: dict, sets: list[str] | None = None):
+    """The full config, with the --fast overrides and then ``key=value`` overrides applied."""
+    cfg = config_cls()
+    if fast:
+        cfg = dataclasses.replace(cfg, **fast_overrides)
+    for kv in sets or []:
+        if "=" not in kv:
+            raise ValueError(f"--set expects key=value; got {kv!r}")
+        k, v = kv.split("=", 1)
+        if not hasattr(cfg, k):
+            raise ValueError(f"unknown config key {k!r} for {config_cls.__qualname__}; keys: {list(vars(cfg))}")
+        cfg = dataclasses.replace(cfg, **{k: _coerce(v, getattr(cfg, k))})
+    return cfg
+
+
+def execute(
+    name: str,
+    config_cls,
+    fast_overrides: dict,
+    run: Callable,
+    *,
+    fast: bool = False,
+    out: str | Path | None = None,
+    workdir: str | Path | None = None,
+    sets: list[str] | None = None,
+    verbose: bool = True,
+) -> dict:
+    """Run one figure script and write its PNG/JSON/markdown; returns the JSON record."""
+    cfg = make_config(config_cls, fast, fast_overrides, sets)
+    out = Path(out) if out is not None else DEFAULT_OUT
+    out.mkdir(parents=True, exist_ok=True)
+    workdir = Path(workdir) if workdir is not None else DEFAULT_WORKDIR
+    ctx = Context(out=out, workdir=workdir, fast=fast, name=name)
+    torch.manual_seed(getattr(cfg, "seed", 0))
+    t0 = time.perf_counter()
+    old_dtype = torch.get_default_dtype()
+    try:
+        report = run(cfg, ctx)
+    finally:
+        torch.set_default_dtype(old_dtype)
+    seconds = time.perf_counter() - t0
+    record = {
+        "name": name,
+        "fast": fast,
+        "seconds": round(seconds, 2),
+        "config": dataclasses.asdict(cfg),
+        "numbers": _jsonable(report.numbers),
+        "paper": _jsonable(report.paper),
+        "notes": report.notes,
+    }
+    ctx.path(".json").write_text(json.dumps(record, indent=2) + "\n")
+    md = f"### {name}\n\n{report.markdown.strip()}\n"
+    if report.notes:
+        md += f"\n{report.notes.strip()}\n"
+    md += f"\n_{'fast' if fast else 'full'} mode, {seconds:.1f} s._\n"
+    ctx.path(".md").write_text(md)
+    if verbose:
+        print(f"[{name}] {seconds:6.1f} s -> {ctx.path('.png')}", flush=True)
+    return record
+
+
+def script_main(name: str, config_cls, fast_overrides: dict, run: Callable, argv=None, doc: str = "") -> dict:
+    p = argparse.ArgumentParser(description=doc or name)
+    p.add_argument("--fast", action="store_true", help="CI scale (seconds instead of minutes)")
+    p.add_argument("--out", default=None, help=f"output folder (default {DEFAULT_OUT})")
+    p.add_argument("--workdir", default=None, help=f"cache of trained models (default {DEFAULT_WORKDIR})")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
+    a = p.parse_args(argv)
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    return execute(name, config_cls, fast_overrides, run, fast=a.fast, out=a.out, workdir=a.workdir, sets=a.set)
+
+
+def _jsonable(v):
+    if isinstance(v, dict):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    if torch.is_tensor(v):
+        return _jsonable(v.tolist())
+    if isinstance(v, float) and not math.isfinite(v):
+        return str(v)
+    return v
+
+
+# ---- plotting ------------------------------------------------------------------------------------
+
+
+def plt():
+    """matplotlib.pyplot with the non-interactive Agg back-end."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as pyplot
+
+    pyplot.rcParams.update({"font.size": 9, "axes.titlesize": 9, "figure.dpi": 80})
+    return pyplot
+
+
+def savefig(fig, ctx: Context, dpi: int = 80) -> None:
+    fig.savefig(ctx.path(".png"), dpi=dpi, bbox_inches="tight")
+    plt().close(fig)
+
+
+# ---- metrics -------------------------------------------------------------------------------------
+
+
+def sliced_w2(x: torch.Tensor, y: torch.Tensor, n_proj: int = 256, seed: int = 0) -> float:
+    """Sliced 2-Wasserstein distance between two samples [n, D] and [m, D].
+
+    SW2(p, q)^2 = E_theta W2(theta#p, theta#q)^2 over directions theta uniform on the sphere; each
+    1-D W2 is computed from quantiles (the sorted x projections against y's quantile function at
+    the levels (i + 1/2)/n, linearly interpolated). The directions are fixed by ``seed``.
+    """
+    x = x.reshape(x.shape[0], -1).double()
+    y = y.reshape(y.shape[0], -1).double()
+    g = torch.Generator().manual_seed(seed)
+    th = torch.randn(x.shape[1], n_proj, generator=g, dtype=torch.float64)
+    th = th / th.norm(dim=0, keepdim=True)
+    px, _ = torch.sort(x @ th, dim=0)
+    py, _ = torch.sort(y @ th, dim=0)
+    n, m = px.shape[0], py.shape[0]
+    if m != n:
+        levels = (torch.arange(n, dtype=torch.float64) + 0.5) / n * m - 0.5
+        lo = levels.floor().clamp(0, m - 1).long()
+        hi = (lo + 1).clamp(max=m - 1)
+        w = (levels - lo).clamp(0, 1)[:, None]
+        py = (1 - w) * py[lo] + w * py[hi]
+    return float(((px - py) ** 2).mean().sqrt())
+
+
+def mmd_rbf(x: torch.Tensor, y: torch.Tensor, bandwidth: float = 1.0) -> float:
+    """Unbiased squared MMD with a Gaussian kernel exp(-|a-b|^2 / (2 h^2))."""
+    x = x.reshape(x.shape[0], -1).double()
+    y = y.reshape(y.shape[0], -1).double()
+
+    def k(a, b):
+        return torch.exp(-(torch.cdist(a, b) ** 2) / (2 * bandwidth**2))
+
+    n, m = x.shape[0], y.shape[0]
+    kxx = (k(x, x).sum() - n) / (n * (n - 1))
+    kyy = (k(y, y).sum() - m) / (m * (m - 1))
+    return float(kxx + kyy - 2 * k(x, y).mean())
+
+
+def mean_std(values) -> tuple[float, float]:
+    v = torch.as_tensor(list(values), dtype=torch.float64)
+    return float(v.mean()), float(v.std()) if v.numel() > 1 else 0.0
+
+
+def fmt_ms(m: float, s: float, digits: int = 3) -> str:
+    return f"{m:.{digits}f} ± {s:.{digits}f}"
+
+
+def md_table(header: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+# ---- shared 2-D problem --------------------------------------------------------------------------
+
+
+def mixture_2d() -> ss.GaussianMixture:
+    """The 2-D test problem of the tables: three separated components with full covariances
+    (the same mixture as tests/problems.py)."""
+    return ss.GaussianMixture(
+        [0.2, 0.5, 0.3],
+        [[-2.0, -1.0], [1.5, 0.5], [0.0, 2.5]],
+        [[[0.30, 0.10], [0.10, 0.20]], [[0.20, -0.05], [-0.05, 0.40]], [[0.15, 0.0], [0.0, 0.10]]],
+    )
+
+
+def make_sde(kind: str, N: int = 1000):
+    if kind == "vp":
+        return ss.VPSDE(0.1, 20.0, N=N)
+    if kind == "subvp":
+        return ss.SubVPSDE(0.1, 20.0, N=N)
+    if kind == "ve":
+        return ss.VESDE(0.01, 50.0, N=N)
+    raise ValueError(f"unknown SDE kind {kind!r}; choose vp, subvp or ve")
+
+
+def reference_sample(gmm: ss.GaussianMixture, n: int, seed: int = 12345) -> torch.Tensor:
+    """A large exact sample of p_0 against which sample quality is measured."""
+    return gmm.sample(n, generator=torch.Generator().manual_seed(seed))
+
+
+def sw2_of_sampler(sde, score_fn, ref: torch.Tensor, n: int, seed: int, **sample_kw) -> tuple[float, int]:
+    """Sliced W2 between ``n`` samples of ``ss.sample(sde, score_fn, **sample_kw)`` (seeded) and ``ref``;
+    returns (sw2, nfe). A diverged run (non-finite samples) scores inf."""
+    g = torch.Generator().manual_seed(seed)
+    res = ss.sample(sde, score_fn, shape=(n, *ref.shape[1:]), generator=g, dtype=ref.dtype, **sample_kw)
+    if not torch.isfinite(res.x).all():
+        return float("inf"), res.nfe
+    return sliced_w2(res.x, ref), res.nfe
+
+
+def floor_sw2(gmm: ss.GaussianMixture, ref: torch.Tensor, n: int, seeds) -> tuple[float, float]:
+    """The finite-sample floor: sliced W2 of n exact samples against ``ref`` (mean, std over seeds)."""
+    return mean_std(sliced_w2(gmm.sample(n, generator=torch.Generator().manual_seed(1000 + s)), ref) for s in seeds)
