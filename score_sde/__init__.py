@@ -5,6 +5,16 @@ The curated public API; see DESIGN.md for the layers.
 
 from . import analytic
 from .analytic import EmpiricalDistribution, Gaussian, GaussianMixture
+from .data_scaling import DataScaling
+from .likelihood import (
+    DatasetBitsPerDim,
+    LikelihoodResult,
+    bits_per_dim,
+    dataset_bits_per_dim,
+    decode,
+    encode,
+    log_likelihood,
+)
 from .score import ScoreModel, convert, score_from_denoiser
 from .sde import VESDE, VPSDE, DiscreteVPSDE, GeneralLinearSDE, LinearSDE, ReverseSDE, SubVPSDE
 from .solvers import SampleResult, available_samplers, make_grid, sample
@@ -32,4 +42,12 @@ __all__ = [
     "available_samplers",
     "make_grid",
     "per_sample_generators",
+    "log_likelihood",
+    "LikelihoodResult",
+    "bits_per_dim",
+    "dataset_bits_per_dim",
+    "DatasetBitsPerDim",
+    "encode",
+    "decode",
+    "DataScaling",
 ]

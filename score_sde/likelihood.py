@@ -318,7 +318,9 @@ def log_likelihood(
     v = _draw_probes(x, probes, noise, generator) if divergence == "hutchinson" else None
 
     def run(xb, vb):
-        return _solve_augmented(sde, score_fn, xb, eps, divergence, vb, chunk, create_graph, rtol, atol, method, options)
+        return _solve_augmented(
+            sde, score_fn, xb, eps, divergence, vb, chunk, create_graph, rtol, atol, method, options
+        )
 
     if per_sample:
         parts = [run(x[i : i + 1], None if v is None else v[:, i : i + 1]) for i in range(B)]
