@@ -47,17 +47,17 @@ TARGETS = ("eps", "x0", "v", "score")
 REDUCES = ("mean", "sum")
 DTYPES = ("float32", "float64")
 # data sets that read a file or folder given by ``data.root``
-FILE_DATASETS = ("cifar10", "npz", "folder", "image_folder")
+FILE_DATASETS = ("cifar10", "npz", "image_folder")
 
 
 @dataclass
 class DataConfig:
     """``data``: the training / evaluation data.
 
-    dataset: a name in :data:`score_sde.training.data.DATASETS` (toy 2-D: ``mixture``, ``swissroll``,
+    dataset: a name in :data:`score_sde.training.data.DATASETS` (toy 2-D: ``mixture``, ``swiss_roll``,
         ``moons``, ``checkerboard``, ``rings``; images: ``digits``, ``mnist``, ``cifar10``, ``npz``,
-        ``folder``).
-    root: the file or folder the data set reads (required by ``cifar10``, ``npz``, ``folder``).
+        ``image_folder``).
+    root: the file or folder the data set reads (required by ``cifar10``, ``npz``, ``image_folder``).
     n_train, n_test: number of training / held-out points (None: the whole split).
     seed: seed of the data draw (toy sets) and of the split.
     centered: images scaled to [-1, 1] (True) or [0, 1] (False); the scaling is stored with the model.
@@ -317,7 +317,7 @@ def coerce(key: str, value: Any, tp, from_string: bool = False) -> Any:
             return value
         if isinstance(value, float) and value.is_integer():
             return int(value)
-        if from_string and isinstance(value, str):
+        if isinstance(value, str):  # "2e3": YAML 1.1 reads exponents without a dot as strings
             try:
                 f = float(value)
             except ValueError:
@@ -358,7 +358,7 @@ def _split_key(key: str) -> tuple[str, str]:
 
 def _suggest(name: str, options, prefix: str = "") -> str:
     close = difflib.get_close_matches(name, list(options), n=1)
-    return f" (did you mean {prefix}{close[0]!r}?)" if close else f"; valid: {sorted(options)}"
+    return f" (did you mean {prefix + close[0]!r}?)" if close else f"; valid: {sorted(options)}"
 
 
 # ---------------------------------------------------------------------------------------------

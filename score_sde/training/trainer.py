@@ -235,43 +235,14 @@ def sample_model(
     return res.x
 
 
-def load_split(cfg: Config, split: str, n: int | None = None):
+def load_split(cfg: Config, split: str, n: int | None = None, dtype=None):
     """The data set of ``cfg.data`` for ``split`` (``n`` points; default data.n_train / data.n_test)."""
     from .data import get_dataset
 
     d = cfg.data
     if n is None:
         n = d.n_train if split == "train" else d.n_test
-    return get_dataset(d.dataset, split, n=n, seed=d.seed, root=d.root, centered=d.centered)
-
-
-def model_log_likelihood(
-    cfg: Config,
-    sde,
-    model: ScoreModel,
-    x: torch.Tensor,
-    *,
-    generator=None,
-    divergence: str | None = None,
-    probes: int | None = None,
-) -> torch.Tensor:
-    """log p(x) in nats per sample, [B], through the PF-ODE with the options of ``cfg.eval``."""
-    from ..likelihood import log_likelihood
-
-    e = cfg.eval
-    div = divergence or e.divergence
-    kw = dict(divergence=div, rtol=e.rtol, atol=e.atol, eps=e.eps, generator=generator)
-    params = inspect.signature(log_likelihood).parameters
-    nprobes = probes or e.probes
-    for name in ("probes", "n_probes", "num_probes"):
-        if name in params:
-            kw[name] = nprobes
-            break
-    out = []
-    for i in range(0, x.shape[0], e.batch_size):
-        res = log_likelihood(sde, model.score, x[i : i + e.batch_size], **kw)
-        out.append(res.logp.detach())
-    return torch.cat(out) if out else x.new_zeros(0)
+    return get_dataset(d.dataset, split, n=n, seed=d.seed, root=d.root, centered=d.centered, dtype=dtype)
 
 
 def evaluate_nll(
@@ -288,48 +259,56 @@ def evaluate_nll(
     divergence: str | None = None,
     probes: int | None = None,
 ) -> dict:
-    """Mean NLL (nats per sample) and bits/dim of held-out data, sharded across ranks and gathered.
+    """NLL of held-out data through the probability-flow ODE, sharded across ranks and gathered.
 
-    Returns ``{"eval_nll": ..., "eval_bpd": ..., "eval_n": ...}``; ``eval_bpd`` uses the data set's
-    stored scaling (dequantised bits/dim for images; nats/dim / ln 2 otherwise).
+    Continuous data (toy sets): ``eval_nll`` = mean -log p_eps(x) in nats per sample and
+    ``eval_bpd`` = eval_nll / (D ln 2). Discrete data (images): the levels are uniformly
+    dequantized and ``eval_bpd`` is the dequantized bits/dim bound of the data set's stored
+    :class:`~score_sde.data_scaling.DataScaling`; ``eval_nll`` is the matching -log p(x) in nats.
+    Options (divergence, probes, rtol, atol, eps, batch_size, seed) come from ``cfg.eval``.
+    Returns ``{"eval_nll", "eval_bpd", "eval_n"}``.
     """
+    from ..likelihood import bits_per_dim, log_likelihood
     from .distributed import gather_cat, shard_range
 
     dist = dist or DistContext()
-    split = split or cfg.eval.split
-    n = cfg.eval.num if n is None else n
+    e = cfg.eval
+    split = split or e.split
+    n = e.num if n is None else n
     key = (split, n)
     if cache is not None and key in cache:
         ds = cache[key]
     else:
-        ds = load_split(cfg, split, n)
+        ds = load_split(cfg, split, None, dtype=dtype)
+        ds = ds.subset(min(n, len(ds))) if n is not None else ds
         if cache is not None:
             cache[key] = ds
-    x = ds.data
-    if n is not None:
-        x = x[:n]
-    x = x.to(device=device, dtype=dtype)
-    lo, hi = shard_range(x.shape[0], dist.rank, dist.world_size)
-    g = torch.Generator(device=x.device).manual_seed(_mix_seed(cfg.eval.seed, dist.rank))
-    with torch.enable_grad():
-        logp = model_log_likelihood(cfg, sde, model, x[lo:hi], generator=g, divergence=divergence, probes=probes)
-    logp = gather_cat(logp, dist)
-    D = math.prod(x.shape[1:])
-    nll = float(-logp.mean())
-    bpd = nll_to_bpd(-logp, D, getattr(ds, "scaling", None))
-    return {"eval_nll": nll, "eval_bpd": bpd, "eval_n": int(logp.shape[0])}
+    N, D = len(ds), math.prod(ds.shape)
+    lo, hi = shard_range(N, dist.rank, dist.world_size)
+    g = torch.Generator(device=device or "cpu").manual_seed(_mix_seed(e.seed, dist.rank))
+    kw = dict(divergence=divergence or e.divergence, probes=probes or e.probes, rtol=e.rtol, atol=e.atol, eps=e.eps)
+    kw["create_graph"] = False  # an evaluation: no graph through the parameters
 
+    def score(x, t):
+        return model.score(x, t)
 
-def nll_to_bpd(nll: torch.Tensor, D: int, scaling=None) -> float:
-    """Bits/dim of per-sample NLLs (nats): with a data scaling, the dequantised bits/dim of the data."""
-    if scaling is not None:
-        from ..likelihood import bits_per_dim
-
-        try:
-            return float(bits_per_dim(-nll, D, scaling).mean())
-        except TypeError:
-            return float(bits_per_dim(-nll, scaling=scaling, dim=D).mean())
-    return float(nll.mean() / (D * math.log(2)))
+    discrete = ds.quantized is not None and ds.scaling is not None
+    out = []
+    for i in range(lo, hi, e.batch_size):
+        j = min(i + e.batch_size, hi)
+        if discrete:
+            levels = ds.quantized[i:j].to(device)
+            out.append(bits_per_dim(sde, score, levels, ds.scaling, generator=g, dtype=dtype, **kw).detach())
+        else:
+            x = ds.data[i:j].to(device=device, dtype=dtype)
+            out.append(-log_likelihood(sde, score, x, generator=g, **kw).logp.detach() / (D * math.log(2)))
+    per = torch.cat(out) if out else torch.zeros(0, device=device, dtype=dtype or torch.get_default_dtype())
+    bpd = gather_cat(per, dist).double()
+    if discrete:  # bpd = nll / (D ln 2) - log2 a + log2 K
+        nll = (bpd + math.log2(ds.scaling.scale) - math.log2(ds.scaling.levels)) * D * math.log(2)
+    else:
+        nll = bpd * D * math.log(2)
+    return {"eval_nll": float(nll.mean()), "eval_bpd": float(bpd.mean()), "eval_n": int(bpd.numel())}
 
 
 def image_grid(x: torch.Tensor, nrow: int | None = None, pad: int = 1) -> torch.Tensor:
@@ -419,10 +398,7 @@ class Trainer:
         self.micro = t.batch_size // self.n_shards
 
         torch.manual_seed(_mix_seed(t.seed, self.dist.rank))  # initialisation is re-synced by DDP
-        from .data import get_dataset
-
-        d = config.data
-        self.train_set = get_dataset(d.dataset, "train", n=d.n_train, seed=d.seed, root=d.root, centered=d.centered)
+        self.train_set = load_split(config, "train", dtype=self.dtype)
         self.data = self.train_set.data.to(self.device, self.dtype)
         self.labels = None
         if config.model.num_classes and self.train_set.labels is not None:
@@ -758,7 +734,6 @@ __all__ = [
     "net_kwargs",
     "sample_model",
     "evaluate_nll",
-    "model_log_likelihood",
     "save_samples",
     "image_grid",
     "load_split",

@@ -1,0 +1,286 @@
+"""The ``score-sde`` command (also ``python -m score_sde``; under ``torchrun`` for several processes).
+
+::
+
+    score-sde train      --config configs/<experiment>.yaml --workdir runs/<name> [--set key=value ...]
+    score-sde sample     --workdir runs/<name> [--sampler pc] [--steps 1000] [--num 64] --out samples.png|.npz
+    score-sde likelihood --workdir runs/<name> [--split test] [--divergence hutchinson --probes 1]
+    torchrun --nproc_per_node=N -m score_sde train ...      (DistributedDataParallel; same flags)
+
+``train`` on a workdir that already holds checkpoints resumes from the newest one, with the
+workdir's ``config.yaml`` (``--set`` may change keys deliberately, e.g. ``training.n_iters``).
+Strings (sampler names, config keys) are mapped to objects here and in the config module only.
+
+Sub-commands live in :data:`SUBCOMMANDS`; another module adds one with
+:func:`register_subcommand` (name, help, a function adding its arguments, a function running it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+@dataclass
+class Subcommand:
+    name: str
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int | None]
+
+
+SUBCOMMANDS: dict[str, Subcommand] = {}
+
+
+def register_subcommand(name: str, help: str, add_arguments: Callable, run: Callable) -> None:
+    """Add (or replace) a sub-command of ``score-sde``."""
+    SUBCOMMANDS[name] = Subcommand(name, help, add_arguments, run)
+
+
+class UsageError(Exception):
+    """A bad command line or config: printed as ``score-sde: error: ...``, exit status 2."""
+
+
+# ---------------------------------------------------------------------------------------------
+# train
+
+
+def _train_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="experiment YAML (optional when --workdir already holds config.yaml)")
+    p.add_argument("--workdir", required=True, help="folder of config, checkpoints, metrics, samples")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="extend",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override config keys, e.g. --set training.lr=1e-3 training.n_iters=2000",
+    )
+
+
+def resolve_train_config(config: str | None, workdir: str, overrides: list[str]):
+    """The config of a ``train`` call: the YAML file (or the workdir's stored one) plus ``--set``.
+
+    On an existing workdir the stored ``config.yaml`` wins; a ``--config`` that disagrees with it
+    in keys not named by ``--set`` raises ``ValueError`` listing them.
+    """
+    from .training.config import apply_overrides, config_from_dict, load_yaml, validate
+
+    stored_path = os.path.join(workdir, "config.yaml")
+    stored = config_from_dict(load_yaml(stored_path)) if os.path.isfile(stored_path) else None
+    if config is None and stored is None:
+        raise UsageError(f"give --config: the workdir {workdir!r} holds no config.yaml to resume from")
+    given = apply_overrides(config_from_dict(load_yaml(config)), overrides) if config is not None else None
+    if stored is not None:
+        cfg = apply_overrides(stored, overrides)
+        if given is not None:
+            named = {o.split("=", 1)[0].strip() for o in overrides}
+            a, b = _flat(given.to_dict()), _flat(cfg.to_dict())
+            diff = sorted(k for k in a if a[k] != b[k] and k not in named)
+            if diff:
+                raise ValueError(
+                    f"--config {config!r} differs from {stored_path!r} in {', '.join(diff)}; resume without "
+                    "--config, change keys with --set, or use a new --workdir"
+                )
+    else:
+        cfg = given
+    validate(cfg, check_files=True)
+    return cfg
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _run_train(args) -> int:
+    from .training.distributed import cleanup, init_distributed
+    from .training.trainer import Trainer
+
+    cfg = resolve_train_config(args.config, args.workdir, args.overrides)
+    ctx = init_distributed(cfg.training.device)
+    try:
+        trainer = Trainer(cfg, args.workdir, dist=ctx)
+        if trainer.step >= cfg.training.n_iters:
+            if ctx.is_main:
+                print(
+                    f"{args.workdir}: already trained to step {trainer.step} (training.n_iters = "
+                    f"{cfg.training.n_iters}); nothing to do"
+                )
+            return 0
+        resumed = trainer.step
+        summary = trainer.fit()
+        if ctx.is_main:
+            start = f"resumed at step {resumed}, " if resumed else ""
+            print(
+                f"{args.workdir}: {start}trained to step {summary['step']} in {summary['wall_s']:.1f} s "
+                f"({summary['steps_per_s']:.1f} steps/s); last loss {summary.get('loss', float('nan')):.4g}"
+            )
+    finally:
+        cleanup(ctx)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# sample
+
+
+def _sample_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--workdir", required=True)
+    p.add_argument("--sampler", default=None, help="a name of ss.available_samplers() (default: the config's)")
+    p.add_argument("--steps", type=int, default=None, help="grid steps (default: the config's)")
+    p.add_argument("--num", type=int, default=64, help="number of samples")
+    p.add_argument("--out", default="samples.png", help="a .png (grid or scatter plot) or .npz (array 'samples')")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=None, help="samples per solve on each rank")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
+
+
+def _run_sample(args) -> int:
+    import numpy as np
+    import torch
+
+    from .training.distributed import cleanup, gather_cat, init_distributed, shard_range
+    from .training.trainer import _mix_seed, load_workdir, sample_model, save_samples
+
+    if args.num < 1:
+        raise UsageError(f"--num must be >= 1; got {args.num}")
+    ext = os.path.splitext(args.out)[1].lower()
+    if ext not in (".png", ".npz"):
+        raise UsageError(f"--out must end in .png or .npz; got {args.out!r}")
+    ctx = init_distributed(args.device)
+    try:
+        cfg, sde, model, state = load_workdir(args.workdir, device=args.device, ema=not args.no_ema)
+        if args.sampler is not None:
+            from .solvers import available_samplers
+
+            if args.sampler not in available_samplers():
+                raise UsageError(f"unknown sampler {args.sampler!r}; valid samplers: {available_samplers()}")
+        p = next(model.parameters())
+        lo, hi = shard_range(args.num, ctx.rank, ctx.world_size)
+        g = torch.Generator(device=p.device).manual_seed(_mix_seed(args.seed, ctx.rank))
+        bs = args.batch_size or max(hi - lo, 1)
+        shape = tuple(int(s) for s in state["data_shape"])
+        parts = [
+            sample_model(
+                cfg,
+                sde,
+                model,
+                shape,
+                min(bs, hi - i),
+                device=p.device,
+                dtype=p.dtype,
+                generator=g,
+                sampler=args.sampler,
+                steps=args.steps,
+            )
+            for i in range(lo, hi, bs)
+        ]
+        x = torch.cat(parts) if parts else torch.zeros((0, *shape), dtype=p.dtype, device=p.device)
+        x = gather_cat(x, ctx).cpu()
+        if ctx.is_main:
+            if ext == ".npz":
+                os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+                np.savez(args.out, samples=x.float().numpy())
+            else:
+                save_samples(x, args.out, centered=cfg.data.centered)
+            print(
+                f"wrote {x.shape[0]} samples of shape {tuple(x.shape[1:])} to {args.out} "
+                f"(sampler {args.sampler or cfg.sampling.sampler}, step {state['step']}, {ctx.world_size} rank(s))"
+            )
+    finally:
+        cleanup(ctx)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# likelihood
+
+
+def _likelihood_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--workdir", required=True)
+    p.add_argument("--split", default="test", choices=("train", "test"))
+    p.add_argument("--num", type=int, default=None, help="number of points (default: the config's eval.num)")
+    p.add_argument("--divergence", default=None, choices=("hutchinson", "exact"))
+    p.add_argument("--probes", type=int, default=None, help="Hutchinson probes per point")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", default=None, help="also write the result as JSON here")
+    p.add_argument("--no-ema", action="store_true")
+
+
+def _run_likelihood(args) -> int:
+    from .training.distributed import cleanup, init_distributed
+    from .training.trainer import evaluate_nll, load_workdir
+
+    ctx = init_distributed(args.device)
+    try:
+        cfg, sde, model, state = load_workdir(args.workdir, device=args.device, ema=not args.no_ema)
+        p = next(model.parameters())
+        res = evaluate_nll(
+            cfg,
+            sde,
+            model,
+            device=p.device,
+            dtype=p.dtype,
+            dist=ctx,
+            split=args.split,
+            n=args.num,
+            divergence=args.divergence,
+            probes=args.probes,
+        )
+        res.update(split=args.split, step=int(state["step"]), ranks=ctx.world_size)
+        if ctx.is_main:
+            print(
+                f"{args.split} NLL {res['eval_nll']:.4f} nats/sample, {res['eval_bpd']:.4f} bits/dim "
+                f"over {res['eval_n']} points (step {res['step']}, {ctx.world_size} rank(s))"
+            )
+            if args.out:
+                with open(args.out, "w") as f:
+                    json.dump(res, f, indent=2)
+    finally:
+        cleanup(ctx)
+    return 0
+
+
+register_subcommand("train", "train a score model (resumes an existing workdir)", _train_args, _run_train)
+register_subcommand("sample", "draw samples from a trained workdir", _sample_args, _run_sample)
+register_subcommand(
+    "likelihood", "NLL / bits-per-dim of held-out data via the PF-ODE", _likelihood_args, _run_likelihood
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="score-sde", description="Score-based generative modelling with SDEs.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for cmd in SUBCOMMANDS.values():
+        p = sub.add_parser(cmd.name, help=cmd.help, description=cmd.help)
+        cmd.add_arguments(p)
+        p.set_defaults(_run=cmd.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``score-sde`` console script; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args._run(args) or 0)
+    except (UsageError, ValueError, TypeError, FileNotFoundError) as e:  # CheckpointError is a ValueError
+        if os.environ.get("SCORE_SDE_TRACEBACK"):
+            raise
+        print(f"score-sde: error: {e}", file=sys.stderr)
+        return 2
+
+
+__all__ = ["main", "build_parser", "register_subcommand", "SUBCOMMANDS", "Subcommand", "resolve_train_config"]
