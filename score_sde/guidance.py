@@ -269,6 +269,7 @@ class ClassifierFreeGuidance:
         self.score_fn = score_fn
         self.scale = _check_scale(scale)
         self.num_classes = num_classes if num_classes is not None else info["num_classes"]
+        self.context_dim = info["context_dim"]
         self.null_label = null_label if null_label is not None else self.num_classes
         self.null_context = null_context
         self.interval = _check_interval(interval)
@@ -284,7 +285,9 @@ class ClassifierFreeGuidance:
             return y, null_condition(y, self.null_label)
         if not torch.is_tensor(cond):
             raise TypeError(f"cond must be class labels or a context tensor; got {type(cond).__name__}")
-        if cond.shape[0] != x.shape[0]:
+        if self.num_classes is not None and self.context_dim is None:
+            raise TypeError(f"this model takes class labels: cond must be an integer tensor; got dtype {cond.dtype}")
+        if cond.ndim == 0 or cond.shape[0] != x.shape[0]:
             raise ValueError(f"context has batch size {cond.shape[0]} but x has {x.shape[0]}")
         return cond, null_condition(cond, null_context=self.null_context)
 
@@ -456,6 +459,24 @@ def mixture_conditional(gmm: GaussianMixture, mask: torch.Tensor, y: torch.Tenso
     )
     w = torch.softmax(torch.log(gmm.weights) + logN, dim=0)
     return GaussianMixture(w, mean, 0.5 * (cov + cov.transpose(-1, -2)))
+
+
+def mixture_posterior(gmm: GaussianMixture, mask: torch.Tensor, y: torch.Tensor) -> GaussianMixture:
+    """The law of the full x_0 given x_k = y: :func:`mixture_conditional` on the unknown entries and
+    the point mass y on the known ones (a D-dimensional mixture with degenerate covariances).
+
+    Its exact score under an SDE samples the conditional through the same sampler as imputation
+    does, which separates a sampler's discretization error from the replacement method's bias.
+    """
+    m = _flat_mask(mask, gmm.D)
+    cm = mixture_conditional(gmm, mask, y)
+    yf = torch.as_tensor(y, dtype=torch.float64).reshape(-1)
+    ku = (~m).nonzero().flatten()
+    means = yf.expand(cm.K, gmm.D).clone()
+    means[:, ku] = cm.means
+    covs = torch.zeros(cm.K, gmm.D, gmm.D, dtype=torch.float64)
+    covs[:, ku[:, None], ku[None, :]] = cm.covs
+    return GaussianMixture(cm.weights, means, covs, gmm.event_shape)
 
 
 def transform_mixture(gmm: GaussianMixture, A: torch.Tensor) -> GaussianMixture:
@@ -632,8 +653,9 @@ class ImputationStepper(Stepper):
         out = self.inner.step(ctx, x, t, t_next, i, last)
         if last:
             y = self.obs.y.to(out.x)
-            return StepOutput(self.obs.replace(out.x, y), self.obs.replace(out.mean, y), out.x0, out.score,
-                              out.t_score, out.x_in)
+            return StepOutput(
+                self.obs.replace(out.x, y), self.obs.replace(out.mean, y), out.x0, out.score, out.t_score, out.x_in
+            )
         x_known, mean_known = self.obs.noised(ctx.sde, t_next, out.x, self._z(ctx, out.x))
         return StepOutput(
             self.obs.replace(out.x, x_known),
@@ -730,8 +752,9 @@ def colorize(
     u[:, 0] = math.sqrt(3.0) * gray
     mask = torch.zeros(3, H, W, dtype=torch.bool, device=gray.device)
     mask[0] = True
-    return impute(sde, score_fn, u, mask, (B, 3, H, W), sampler, steps, transform=COLOR_DECOUPLE,
-                  generator=generator, **kwargs)
+    return impute(
+        sde, score_fn, u, mask, (B, 3, H, W), sampler, steps, transform=COLOR_DECOUPLE, generator=generator, **kwargs
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -801,7 +824,7 @@ def train_noisy_classifier(
         loss.backward()
         opt.step()
         sched.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
         if log_every and (i + 1) % log_every == 0:
             print(f"classifier step {i + 1}/{steps}: loss {sum(losses[-log_every:]) / log_every:.4f}")
     classifier.eval()
@@ -843,6 +866,7 @@ __all__ = [
     "mixture_classifier",
     "MixtureClassScore",
     "mixture_conditional",
+    "mixture_posterior",
     "transform_mixture",
     "COLOR_DECOUPLE",
     "decouple_colors",
