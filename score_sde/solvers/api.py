@@ -208,7 +208,9 @@ def sample(
             grid = "uniform"
     if steps is None:
         steps = sde.N
-    g = make_grid(sde, grid, steps, eps)
+    # a stepper may shape its own grid (e.g. a final denoising step to t = 0); otherwise the shared one
+    build_grid = getattr(stepper, "build_grid", None)
+    g = build_grid(sde, grid, steps, eps) if build_grid is not None else make_grid(sde, grid, steps, eps)
     return integrate(
         stepper,
         sde,
