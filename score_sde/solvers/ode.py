@@ -1,0 +1,327 @@
+"""The probability-flow ODE through torchdiffeq (Song et al. 2021, eq. 13; App. D.3).
+
+The probability-flow ODE of a forward SDE ``dx = f(t) x dt + g(t) dw`` with score s = grad log p_t,
+
+    dx/dt = f(t) x - 1/2 g(t)^2 s(x, t),                                   (eq. 13)
+
+has the same marginals p_t as the SDE, so integrating it from x_T ~ p_T at t = T down to t = eps
+draws from p_eps (deterministically given x_T). This module is the one place that calls
+torchdiffeq; the likelihood module reuses it:
+
+- :func:`probability_flow_drift` builds the right-hand side ``rhs(t, x)`` of eq. 13;
+- :func:`odeint_clamped` runs torchdiffeq on any right-hand side (tensor or tuple state), keeps
+  the time handed to the function inside ``[lo, hi]``, counts the real function calls and stops
+  with :class:`NFEBudgetExceeded` when a budget is exceeded;
+- :func:`odeint_pf` combines the two (optionally in float64, optionally one sample at a time);
+- :func:`ode_sample` is the ``ode`` sampler of :func:`score_sde.sample`.
+
+Two pitfalls of adaptive solvers are handled here (REFERENCE.md, "Pitfalls"):
+
+1. torchdiffeq picks its first step by probing the function a little way past the start; on a
+   short interval the probe can leave ``[eps, T]``, where e.g. the VP sigma(t) is NaN for t < 0
+   (one NaN makes the step size underflow). The time given to the function is clamped to the
+   interval; a ``first_step`` can also be passed in ``options``.
+2. Adaptive solvers share one step size (and error norm) across the batch, so a sample's result
+   and the NFE depend on the rest of the batch. ``per_sample=True`` solves every sample on its own
+   (B solves; results are then independent of the batch).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from ..sde.base import LinearSDE
+from .api import register_sampler
+from .grids import make_grid
+from .loop import SampleResult
+
+ADAPTIVE_METHODS = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
+FIXED_METHODS = ("euler", "midpoint", "heun2", "heun3", "rk4", "explicit_adams", "implicit_adams", "fixed_adams")
+
+
+class NFEBudgetExceeded(RuntimeError):
+    """Raised when an ODE solve needs more function evaluations than its ``max_nfe`` budget."""
+
+
+def probability_flow_drift(sde: LinearSDE, score_fn: Callable) -> Callable:
+    """The right-hand side of the probability-flow ODE (eq. 13) as ``rhs(t, x)``.
+
+    Args:
+        sde: the forward SDE (supplies f(t) = d ln alpha/dt and g(t)^2).
+        score_fn: ``score_fn(x, t)`` -> grad log p_t(x), t of shape [B].
+    Returns:
+        ``rhs(t, x) = f(t) x - 1/2 g(t)^2 score_fn(x, t)`` for a 0-d time tensor t and x [B, ...];
+        the result has the shape of x. ``rhs`` is differentiable (no ``no_grad`` inside), so it can
+        be used for divergences / adjoints.
+    """
+
+    def rhs(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        t = torch.as_tensor(t, dtype=torch.float64)
+        tv = t.to(x.dtype).expand(x.shape[0])
+        s = score_fn(x, tv)
+        f = float(sde.dlog_alpha_dt(t))
+        g2 = float(sde.g2(t))
+        return f * x - (0.5 * g2) * s
+
+    return rhs
+
+
+@dataclass
+class ODESolution:
+    """y: the state at t1 (tensor or tuple like y0); nfe: calls of the right-hand side;
+    ys: the states at every requested time (first dim = len(times)); times: those times."""
+
+    y: torch.Tensor | tuple
+    nfe: int
+    ys: torch.Tensor | tuple | None = None
+    times: torch.Tensor | None = None
+    info: dict = field(default_factory=dict)
+
+
+def _check_method(method: str, options: dict, times: torch.Tensor) -> None:
+    if method not in ADAPTIVE_METHODS + FIXED_METHODS + ("scipy_solver",):
+        raise ValueError(
+            f"unknown ODE method {method!r}; valid methods (torchdiffeq): {sorted(ADAPTIVE_METHODS + FIXED_METHODS)}"
+        )
+    if method in FIXED_METHODS and "step_size" not in options and "grid_constructor" not in options:
+        if times.numel() <= 2:
+            raise ValueError(
+                f"the fixed-step method {method!r} needs a step count (steps=... / a grid) or "
+                "options={'step_size': ...}; without one torchdiffeq takes a single step"
+            )
+
+
+def odeint_clamped(
+    func: Callable,
+    y0: torch.Tensor | tuple,
+    times: torch.Tensor,
+    *,
+    lo: float,
+    hi: float,
+    rtol: float = 1e-5,
+    atol: float = 1e-5,
+    method: str = "dopri5",
+    options: dict | None = None,
+    max_nfe: int | None = None,
+    on_call: Callable | None = None,
+) -> ODESolution:
+    """Run ``torchdiffeq.odeint(func, y0, times)`` with the time kept in ``[lo, hi]`` and NFE counted.
+
+    Args:
+        func: ``func(t, y)`` with a 0-d time tensor; y a tensor or a tuple of tensors (e.g. the
+            likelihood's augmented state (x, delta_logp)).
+        y0: the initial state at ``times[0]``.
+        times: 1-D tensor of output times, monotone (increasing or decreasing); the first is the
+            start. For fixed-step methods without ``options['step_size']`` these are the steps.
+        lo, hi: the interval the function may be evaluated on (e.g. [eps, T]); probes of the
+            adaptive first-step selection outside it are clamped.
+        rtol, atol: tolerances of adaptive methods (ignored by fixed-step ones).
+        method: any torchdiffeq method (:data:`ADAPTIVE_METHODS`, :data:`FIXED_METHODS`).
+        options: passed to torchdiffeq (e.g. ``first_step``, ``step_size``, ``max_num_steps``).
+        max_nfe: raise :class:`NFEBudgetExceeded` once ``func`` would be called more often.
+        on_call: called as ``on_call(t)`` before each evaluation (progress bars).
+    Returns:
+        :class:`ODESolution` with ``y`` at ``times[-1]``, ``ys`` at all ``times`` and ``nfe``.
+    """
+    import torchdiffeq
+
+    options = dict(options or {})
+    times = torch.as_tensor(times)
+    _check_method(method, options, times)
+    if max_nfe is not None and (not isinstance(max_nfe, int) or max_nfe < 1):
+        raise ValueError(f"max_nfe must be an integer >= 1; got max_nfe = {max_nfe!r}")
+    count = [0]
+
+    def wrapped(t, y):
+        if max_nfe is not None and count[0] >= max_nfe:
+            raise NFEBudgetExceeded(
+                f"the ODE solve needs more than max_nfe = {max_nfe} function evaluations "
+                f"(method={method!r}, rtol={rtol}, atol={atol}); loosen rtol/atol or raise the budget"
+            )
+        count[0] += 1
+        tc = t.clamp(lo, hi)
+        if on_call is not None:
+            on_call(tc)
+        return func(tc, y)
+
+    ys = torchdiffeq.odeint(wrapped, y0, times, rtol=rtol, atol=atol, method=method, options=options)
+    y1 = tuple(v[-1] for v in ys) if isinstance(ys, tuple) else ys[-1]
+    return ODESolution(y=y1, nfe=count[0], ys=ys, times=times)
+
+
+def odeint_pf(
+    sde: LinearSDE,
+    score_fn: Callable,
+    x: torch.Tensor,
+    t0: float,
+    t1: float,
+    *,
+    rtol: float = 1e-5,
+    atol: float = 1e-5,
+    method: str = "dopri5",
+    options: dict | None = None,
+    float64: bool = False,
+    max_nfe: int | None = None,
+    per_sample: bool = False,
+    times: torch.Tensor | None = None,
+    cond=None,
+    on_call: Callable | None = None,
+) -> ODESolution:
+    """Integrate the probability-flow ODE (eq. 13) from ``t0`` to ``t1`` (either direction).
+
+    Args:
+        x: the state at t0, shape [B, ...].
+        t0, t1: start and end times in [0, T] (sampling: T -> eps; encoding: eps -> T).
+        float64: solve in float64 (the result is cast back to x's dtype).
+        per_sample: solve each sample on its own (batch-invariant results; ``nfe`` is then the sum
+            over samples and ``info['nfe_per_sample']`` holds each sample's count; ``max_nfe``
+            applies to each solve).
+        times: output times (default ``[t0, t1]``); for fixed-step methods also the steps.
+        cond: conditioning passed as ``score_fn(x, t, cond)`` (sliced per sample if it is a [B, ...] tensor).
+        Other arguments as :func:`odeint_clamped`.
+    Returns:
+        :class:`ODESolution`: ``y`` [B, ...] at t1, ``ys`` [len(times), B, ...], ``nfe``.
+    """
+    lo, hi = min(float(t0), float(t1)), max(float(t0), float(t1))
+    if times is None:
+        times = torch.tensor([float(t0), float(t1)], dtype=torch.float64)
+    dtype = x.dtype
+    work = torch.float64 if float64 else dtype
+    times = torch.as_tensor(times, dtype=torch.float64).to(work)
+
+    def solve_one(xb, cb):
+        fn = score_fn if cb is None else (lambda x_, t_: score_fn(x_, t_, cb))
+        return odeint_clamped(
+            probability_flow_drift(sde, fn),
+            xb.to(work),
+            times,
+            lo=lo,
+            hi=hi,
+            rtol=rtol,
+            atol=atol,
+            method=method,
+            options=options,
+            max_nfe=max_nfe,
+            on_call=on_call,
+        )
+
+    if not per_sample:
+        sol = solve_one(x, cond)
+        sol.y, sol.ys = sol.y.to(dtype), sol.ys.to(dtype)
+        return sol
+    B = x.shape[0]
+    sols = []
+    for b in range(B):
+        cb = cond[b : b + 1] if torch.is_tensor(cond) and cond.ndim > 0 and cond.shape[0] == B else cond
+        sols.append(solve_one(x[b : b + 1], cb))
+    ys = torch.cat([s.ys for s in sols], dim=1).to(dtype)
+    nfes = [s.nfe for s in sols]
+    return ODESolution(y=ys[-1], nfe=sum(nfes), ys=ys, times=times, info={"nfe_per_sample": nfes})
+
+
+def ode_sample(
+    sde: LinearSDE,
+    score_fn: Callable,
+    x_T: torch.Tensor,
+    *,
+    eps: float,
+    generator=None,
+    progress: bool = False,
+    cond=None,
+    steps: int | None = None,
+    nfe: int | None = None,
+    denoise: bool = True,
+    callback: Callable | None = None,
+    record: bool = False,
+    grid=None,
+    method: str = "dopri5",
+    rtol: float = 1e-5,
+    atol: float = 1e-5,
+    float64: bool = False,
+    per_sample: bool = False,
+    max_nfe: int | None = None,
+    options: dict | None = None,
+) -> SampleResult:
+    """The ``ode`` sampler: x_T -> x_eps along the probability-flow ODE with torchdiffeq.
+
+    Options (``ss.sample(..., sampler="ode", **options)``): ``method`` (any torchdiffeq method,
+    default ``dopri5``), ``rtol``/``atol`` (1e-5 as in the official code), ``float64``,
+    ``per_sample`` (batch-invariant solves), ``max_nfe`` (or ``ss.sample``'s ``nfe=``: a budget;
+    exceeding it raises :class:`NFEBudgetExceeded`), ``options`` (torchdiffeq's, e.g. ``first_step``).
+    ``steps``/``grid`` give the output times (and, for fixed-step methods, the steps); the
+    trajectory is recorded / passed to ``callback(i, t, x, None)`` at those times. The ODE path
+    adds no noise, so ``denoise`` has nothing to remove and is ignored (as for the fixed-step
+    probability-flow predictor); ``generator`` is unused (x_T is drawn by ``ss.sample``).
+    """
+    budget = max_nfe if max_nfe is not None else nfe
+    if grid is not None or steps is not None:
+        times = make_grid(sde, grid if grid is not None else "uniform", steps if steps is not None else 1, eps)
+    elif method in FIXED_METHODS:
+        times = make_grid(sde, "uniform", sde.N, eps)
+    else:
+        times = torch.tensor([sde.T, float(eps)], dtype=torch.float64)
+    bar, on_call = None, None
+    if progress:
+        from tqdm.auto import tqdm
+
+        t_start, t_end = float(times[0]), float(times[-1])
+        bar = tqdm(total=1000, desc=f"ode[{method}]", leave=False)
+        calls = [0]
+
+        def on_call(t):  # advances monotonically with the furthest time reached
+            calls[0] += 1
+            done = round(1000 * min(1.0, (t_start - float(t)) / (t_start - t_end)))
+            bar.set_postfix(nfe=calls[0], refresh=False)
+            if done > bar.n:
+                bar.update(done - bar.n)
+
+    try:
+        sol = odeint_pf(
+            sde,
+            score_fn,
+            x_T,
+            float(times[0]),
+            float(times[-1]),
+            rtol=rtol,
+            atol=atol,
+            method=method,
+            options=options,
+            float64=float64,
+            max_nfe=budget,
+            per_sample=per_sample,
+            times=times,
+            cond=cond,
+            on_call=on_call,
+        )
+    finally:
+        if bar is not None:
+            bar.close()
+    res = SampleResult(x=sol.y, nfe=sol.nfe, grid=times.to(torch.float64), info=dict(sol.info, method=method))
+    if record or callback is not None:
+        for i in range(1, sol.ys.shape[0]):
+            if record:
+                res.trajectory.append(sol.ys[i])
+            if callback is not None:
+                callback(i - 1, times[i], sol.ys[i], None)
+    return res
+
+
+register_sampler(
+    "ode",
+    solve=ode_sample,
+    default_grid="uniform",
+    doc="probability-flow ODE through torchdiffeq (dopri5 by default; rtol, atol, method)",
+)
+
+__all__ = [
+    "probability_flow_drift",
+    "odeint_clamped",
+    "odeint_pf",
+    "ode_sample",
+    "NFEBudgetExceeded",
+    "ADAPTIVE_METHODS",
+    "FIXED_METHODS",
+]

@@ -1,0 +1,196 @@
+"""The reverse-time SDE through torchsde (Song et al. 2021, eq. 6).
+
+The reverse SDE of ``dx = f(t) x dt + g(t) dw`` is
+
+    dx = [f(t) x - g(t)^2 s(x, t)] dt + g(t) dw~,   t from T down to eps.        (eq. 6)
+
+torchsde integrates forward in time on a state of shape [B, D], so the sampler works in the
+reversed time s = T - t (increasing from 0 to T - eps) on the flattened state y = x.reshape(B, D):
+
+    dy = [g(t)^2 s(y, t) - f(t) y] ds + g(t) dW_s,   t = T - s.
+
+The noise is additive (g does not depend on x), so the Ito and Stratonovich forms coincide and
+every torchsde method applies: ``euler`` (Ito; the default, Euler–Maruyama), ``milstein``,
+``srk`` (Ito, strong order 1.5 for additive noise), ``midpoint``, ``heun``, ``euler_heun``,
+``reversible_heun``, ``log_ode`` (Stratonovich). The Brownian motion is a
+``torchsde.BrownianInterval`` whose entropy is drawn from ``generator`` (so ``torch.manual_seed``
+or a seeded generator reproduces a run; a list of per-sample generators makes every sample solve on
+its own with its own Brownian motion, so it does not depend on the batch around it).
+
+With ``denoise=True`` the last of the ``steps`` steps is the noise-free Euler step (the mean of the
+last Euler–Maruyama step, as the fixed-grid samplers do), taken outside torchsde.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+
+from ..sde.base import LinearSDE
+from .api import register_sampler
+from .base import CountingScore
+from .loop import SampleResult
+
+ITO_METHODS = ("euler", "milstein", "srk")
+STRATONOVICH_METHODS = ("midpoint", "heun", "euler_heun", "reversible_heun", "log_ode")
+SDE_METHODS = ITO_METHODS + STRATONOVICH_METHODS
+
+
+class _ReverseTimeSDE(torch.nn.Module):
+    """The reverse SDE in s = T - t on a [B, D] state, in torchsde's (f, g) form (diagonal noise)."""
+
+    noise_type = "diagonal"
+
+    def __init__(self, sde: LinearSDE, score: Callable, shape: tuple, eps: float, sde_type: str):
+        super().__init__()
+        self.fwd, self.score, self.shape, self.eps, self.sde_type = sde, score, shape, eps, sde_type
+        self.T = float(sde.T)
+        self._last = None  # (s, y, f): torchsde's contract check calls f(0, y0) once before the
+        # first step evaluates the same point; the cache saves that duplicate score call
+
+
+    def _t(self, s: torch.Tensor) -> torch.Tensor:
+        return (self.T - torch.as_tensor(s, dtype=torch.float64)).clamp(self.eps, self.T)
+
+    def f(self, s, y):
+        last = self._last
+        if last is not None and last[1] is y and last[0] == float(s):
+            return last[2]
+        t = self._t(s)
+        x = y.reshape(self.shape)
+        sc = self.score(x, t.to(y.dtype).expand(y.shape[0])).reshape(y.shape)
+        out = float(self.fwd.g2(t)) * sc - float(self.fwd.dlog_alpha_dt(t)) * y
+        self._last = (float(s), y, out)
+        return out
+
+    def g(self, s, y):
+        return torch.full_like(y, math.sqrt(float(self.fwd.g2(self._t(s)))))
+
+
+def _seed_from(generator) -> int:
+    """A 63-bit entropy for the BrownianInterval drawn from ``generator`` (None: torch's global RNG)."""
+    return int(torch.randint(0, 2**62, (1,), generator=generator).item())
+
+
+def _solve(sde, score, x, eps, steps, method, denoise, seed, levy):
+    import torchsde
+
+    B = x.shape[0]
+    y0 = x.reshape(B, -1)
+    h = (sde.T - eps) / steps
+    n_sde = steps - 1 if denoise else steps
+    s_end = n_sde * h
+    y = y0
+    if n_sde > 0:
+        sde_type = "ito" if method in ITO_METHODS else "stratonovich"
+        rsde = _ReverseTimeSDE(sde, score, tuple(x.shape), eps, sde_type)
+        bm = torchsde.BrownianInterval(
+            t0=0.0,
+            t1=s_end,
+            size=tuple(y0.shape),
+            dtype=y0.dtype,
+            device=y0.device,
+            entropy=seed,
+            levy_area_approximation=levy,
+        )
+        ts = torch.tensor([0.0, s_end], dtype=y0.dtype, device=y0.device)
+        # a step a hair longer than h: torchsde clips the last step at ts[-1], so exactly n_sde
+        # steps are taken (an accumulated round-off would otherwise add a tiny extra step)
+        y = torchsde.sdeint(rsde, y0, ts, bm=bm, method=method, dt=h * (1 + 1e-9))[-1]
+    if denoise:
+        # the last step, noise-free: x_mean = x + (f x - g^2 s) dt at t = eps + h, dt = -h
+        t = torch.tensor(eps + h, dtype=torch.float64)
+        xv = y.reshape(x.shape)
+        sc = score(xv, t.to(x.dtype).expand(B))
+        xv = xv * (1.0 - float(sde.dlog_alpha_dt(t)) * h) + (float(sde.g2(t)) * h) * sc
+        y = xv.reshape(B, -1)
+    return y.reshape(x.shape)
+
+
+def sde_sample(
+    sde: LinearSDE,
+    score_fn: Callable,
+    x_T: torch.Tensor,
+    *,
+    eps: float,
+    generator=None,
+    progress: bool = False,
+    cond=None,
+    steps: int | None = None,
+    nfe: int | None = None,
+    denoise: bool = True,
+    callback: Callable | None = None,
+    record: bool = False,
+    grid=None,
+    method: str = "euler",
+    dt: float | None = None,
+) -> SampleResult:
+    """The ``sde`` sampler: the reverse SDE (eq. 6) from T to ``eps`` with ``torchsde.sdeint``.
+
+    Options (``ss.sample(..., sampler="sde", **options)``): ``method`` (a torchsde method, see
+    :data:`SDE_METHODS`; default ``euler``) and ``dt`` (step size; default ``(T - eps) / steps``
+    with ``steps`` = ``sde.N`` unless given; a uniform grid in t). NFE are counted from the real
+    score calls; ``progress`` shows them. ``callback``, ``record`` and ``grid`` are not supported by
+    this back-end (torchsde owns the loop; use ``euler_maruyama`` for them); ``nfe=`` is accepted
+    only for the ``euler`` method, where it fixes the number of steps.
+    x_T: [B, ...]; generator: None, a torch.Generator, or one generator per sample.
+    """
+    if method not in SDE_METHODS:
+        raise ValueError(f"unknown SDE method {method!r}; valid methods (torchsde): {sorted(SDE_METHODS)}")
+    for name, val in (("callback", callback), ("record", record or None), ("grid", grid)):
+        if val is not None:
+            raise ValueError(f"the 'sde' (torchsde) sampler does not take {name}=; use 'euler_maruyama' for that")
+    if dt is not None:
+        if steps is not None:
+            raise ValueError("give either steps or dt, not both")
+        if not (isinstance(dt, (int, float)) and 0 < dt <= sde.T - eps):
+            raise ValueError(f"dt must lie in (0, T - eps] = (0, {sde.T - eps}]; got dt = {dt!r}")
+        steps = math.ceil((sde.T - eps) / dt - 1e-9)
+    if nfe is not None:
+        if steps is not None:
+            raise ValueError("give either steps (or dt) or nfe, not both")
+        if method != "euler":
+            raise ValueError(f"nfe= fixes the step count only for method='euler'; got method={method!r}")
+        steps = nfe
+    steps = sde.N if steps is None else steps
+    levy = {"srk": "space-time", "log_ode": "foster"}.get(method, "none")
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(desc=f"sde[{method}]", leave=False, unit="nfe")
+        inner = score_fn
+
+        def score_fn(*args):
+            bar.update(1)
+            return inner(*args)
+
+    score = CountingScore(score_fn, cond)
+    if generator is None or isinstance(generator, torch.Generator):
+        x = _solve(sde, score, x_T, eps, steps, method, denoise, _seed_from(generator), levy)
+    else:
+        gens = list(generator)
+        if len(gens) != x_T.shape[0]:
+            raise ValueError(f"got {len(gens)} per-sample generators for a batch of {x_T.shape[0]}")
+        parts = []
+        for b, g in enumerate(gens):
+            sb = score if cond is None or not torch.is_tensor(cond) else CountingScore(score_fn, cond[b : b + 1])
+            parts.append(_solve(sde, sb, x_T[b : b + 1], eps, steps, method, denoise, _seed_from(g), levy))
+            if sb is not score:
+                score.nfe += sb.nfe
+        x = torch.cat(parts)
+    if bar is not None:
+        bar.close()
+    return SampleResult(x=x, nfe=score.nfe, info={"method": method, "steps": steps})
+
+
+register_sampler(
+    "sde",
+    solve=sde_sample,
+    default_grid="uniform",
+    doc="reverse SDE through torchsde (euler by default; method, dt)",
+)
+
+__all__ = ["sde_sample", "SDE_METHODS", "ITO_METHODS", "STRATONOVICH_METHODS"]
