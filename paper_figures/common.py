@@ -141,7 +141,8 @@ def script_main(name: str, config_cls, fast_overrides: dict, run: Callable, argv
     p.add_argument("--workdir", default=None, help=f"cache of trained models (default {DEFAULT_WORKDIR})")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
     a = p.parse_args(argv)
-    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    if os.environ.get("OMP_NUM_THREADS"):
+        torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
     return execute(name, config_cls, fast_overrides, run, fast=a.fast, out=a.out, workdir=a.workdir, sets=a.set)
 
 

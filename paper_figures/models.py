@@ -89,3 +89,97 @@ def toy_model(sde_kind: str, n_iters: int, ctx: common.Context, gmm, n_data: int
         np.savez(npz, x=x)
     cfg, sde, model, info = train(ctx, f"toy-{sde_kind}", toy_config(sde_kind, n_iters, str(npz), seed))
     return (sde, model), info
+
+
+def digits_config(sde_kind: str, n_iters: int, seed: int = 0, ch: int = 32, data: dict | None = None) -> dict:
+    """A small U-Net (DDPM++-style blocks, two resolutions, no attention) on 8 x 8 digits in [-1, 1]."""
+    return {
+        "data": data or {"dataset": "digits"},
+        "model": {
+            "kind": "unet",
+            "ch": ch,
+            "ch_mult": [1, 2],
+            "num_res_blocks": 1,
+            "attn_resolutions": [],
+            "dropout": 0.0,
+            "prediction": "eps",
+        },
+        "sde": {"kind": sde_kind},
+        "training": {
+            "batch_size": 128,
+            "n_iters": n_iters,
+            "lr": 2e-3,
+            "warmup": min(200, max(1, n_iters // 5)),
+            "ema_rate": 0.999,
+            "seed": seed,
+            "log_every": max(1, n_iters // 4),
+            "ckpt_every": n_iters,
+            "progress": False,
+            "device": "cpu",
+        },
+    }
+
+
+def digits_model(sde_kind: str, n_iters: int, ctx: common.Context, seed: int = 0, ch: int = 32, name: str = ""):
+    """(config, sde, model, info) of a digits U-Net (cached)."""
+    return train(ctx, name or f"digits-{sde_kind}-s{seed}-c{ch}", digits_config(sde_kind, n_iters, seed, ch))
+
+
+def tinted_digits_npz(ctx: common.Context, seed: int = 0) -> Path:
+    """Digits tinted with one random saturated colour each: x_c = 2 k_c y - 1 with y in [0, 1] the
+    grey level and k in [0, 1]^3 a colour of maximal channel 1, as [N, 3, 8, 8] (train/test split)."""
+    from score_sde.training.data import get_dataset
+
+    path = ctx.workdir / f"tinted_digits_s{seed}.npz"
+    if path.exists():
+        return path
+    ctx.workdir.mkdir(parents=True, exist_ok=True)
+    g = torch.Generator().manual_seed(seed)
+    arrays = {}
+    for split in ("train", "test"):
+        ds = get_dataset("digits", split, dtype=torch.float64)
+        y = (ds.data + 1) / 2  # [N, 1, 8, 8] in [0, 1]
+        k = torch.rand(y.shape[0], 3, generator=g, dtype=torch.float64)
+        k = k / k.max(1, keepdim=True).values
+        arrays[f"x_{split}"] = (2 * k[:, :, None, None] * y - 1).numpy()
+        arrays[f"y_{split}"] = ds.labels.numpy()
+    np.savez(path, **arrays)
+    return path
+
+
+def tinted_model(n_iters: int, ctx: common.Context, seed: int = 0, ch: int = 32):
+    npz = tinted_digits_npz(ctx)
+    cfg = digits_config("vp", n_iters, seed, ch, data={"dataset": "npz", "root": str(npz)})
+    return train(ctx, f"tinted-vp-s{seed}-c{ch}", cfg)
+
+
+def noisy_classifier(sde, steps: int, ctx: common.Context, seed: int = 0):
+    """A noise-conditional digits classifier p_t(y | x_t) (``guidance.train_noisy_classifier``), cached."""
+    from score_sde.guidance import train_noisy_classifier
+    from score_sde.nets.classifier import NoiseConditionalClassifier
+    from score_sde.training.data import get_dataset
+
+    torch.manual_seed(seed)
+    clf = NoiseConditionalClassifier((1, 8, 8), 10, ch=32, depth=2)
+    path = ctx.workdir / ("fast" if ctx.fast else "full") / f"classifier-{type(sde).__name__}-{steps}-s{seed}.pt"
+    info = {"path": str(path), "steps": steps, "cached": path.exists()}
+    if path.exists():
+        clf.load_state_dict(torch.load(path, weights_only=True))
+    else:
+        ds = get_dataset("digits", "train", dtype=torch.float32)
+        losses = train_noisy_classifier(
+            clf, sde, ds.data, ds.labels, steps=steps, generator=torch.Generator().manual_seed(seed)
+        )
+        info["final_loss"] = sum(losses[-50:]) / len(losses[-50:])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(clf.state_dict(), path)
+    clf.eval()
+    return clf, info
+
+
+def frozen_score(model):
+    """``score(x, t)`` of a ScoreModel with frozen parameters: differentiable in x (for the PF-ODE
+    divergence of the likelihood) without building graphs for the weights."""
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return lambda x, t, *args: model.score(x, t, *args)

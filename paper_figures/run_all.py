@@ -71,7 +71,8 @@ def run(
     workdir = Path(workdir) if workdir is not None else common.DEFAULT_WORKDIR
     if fresh and workdir.exists():
         shutil.rmtree(workdir)
-    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1") or 1))
+    if os.environ.get("OMP_NUM_THREADS"):
+        torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
     t0 = time.perf_counter()
     records = {}
     for name in names:
