@@ -398,3 +398,16 @@ def test_classifier_learns_a_noisy_label():
     xt, _ = sde.perturb(x0, t)
     acc = (clf(xt, t).argmax(-1) == y).double().mean().item()
     assert acc > 0.95
+
+
+def test_nets_run_in_float32():
+    mlp = MLPScoreNet(2, hidden=8, depth=1, emb_dim=8).float()
+    assert mlp(torch.randn(3, 2, dtype=torch.float32), torch.rand(3, dtype=torch.float64)).dtype == torch.float32
+    unet = small_unet(embedding="fourier").float()
+    out = unet(torch.randn(2, 1, 8, 8, dtype=torch.float32), torch.rand(2, dtype=torch.float32) + 0.1)
+    assert out.dtype == torch.float32
+    from score_sde.training.losses import dsm_loss
+
+    model = ss.ScoreModel(small_unet().float(), ss.VPSDE())
+    loss = dsm_loss(model, torch.randn(2, 1, 8, 8, dtype=torch.float32), importance_sampling=True)
+    assert loss.dtype == torch.float32 and torch.isfinite(loss)
