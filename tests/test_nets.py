@@ -324,6 +324,7 @@ def test_unet_official_state_dict_roundtrip():
         (dict(dropout=1.5), "dropout"),
         (dict(ch=0), "ch"),
         (dict(embedding="wavelet"), "embedding"),
+        (dict(attn_resolutions=(16,)), r"sizes \[8, 4\]"),
     ],
 )
 def test_unet_bad_arguments(kw, match):

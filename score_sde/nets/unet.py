@@ -341,6 +341,12 @@ class UNet(nn.Module):
         self.resolution = resolution
         self.all_resolutions = [padded // 2**i for i in range(L)]
         self.attn_resolutions = tuple(int(r) for r in attn_resolutions)
+        unused = [r for r in self.attn_resolutions if r not in self.all_resolutions]
+        if unused:
+            raise ValueError(
+                f"attn_resolutions = {list(self.attn_resolutions)} has {unused}, which is not a feature-map size of "
+                f"this UNet (resolution = {resolution}, ch_mult of length {L}: sizes {self.all_resolutions})"
+            )
         self.resblock, self.embedding, self.context_dim = resblock, embedding, context_dim
         self.act = make_activation(act)
         temb_dim = 4 * nf

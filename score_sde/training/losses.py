@@ -73,21 +73,26 @@ def _check_x0(x0) -> None:
 
 def _rand(B: int, generator: Generator, like: torch.Tensor) -> torch.Tensor:
     """U[0, 1) draws [B]; ``generator`` may be one generator or B per-sample generators."""
-    if generator is None or isinstance(generator, torch.Generator):
-        return torch.rand(B, generator=generator, dtype=like.dtype, device=like.device)
+    # draws happen on the generator's device (a CPU generator works for CUDA data), then move
+    if generator is None:
+        return torch.rand(B, dtype=like.dtype, device=like.device)
+    if isinstance(generator, torch.Generator):
+        return torch.rand(B, generator=generator, dtype=like.dtype, device=generator.device).to(like.device)
     gens = list(generator)
     if len(gens) != B:
         raise ValueError(f"got {len(gens)} per-sample generators for a batch of {B}")
-    return torch.cat([torch.rand(1, generator=g, dtype=like.dtype, device=like.device) for g in gens])
+    return torch.cat([torch.rand(1, generator=g, dtype=like.dtype, device=g.device).to(like.device) for g in gens])
 
 
 def _randint(N: int, B: int, generator: Generator, device) -> torch.Tensor:
-    if generator is None or isinstance(generator, torch.Generator):
-        return torch.randint(0, N, (B,), generator=generator, device=device)
+    if generator is None:
+        return torch.randint(0, N, (B,), device=device)
+    if isinstance(generator, torch.Generator):
+        return torch.randint(0, N, (B,), generator=generator, device=generator.device).to(device)
     gens = list(generator)
     if len(gens) != B:
         raise ValueError(f"got {len(gens)} per-sample generators for a batch of {B}")
-    return torch.cat([torch.randint(0, N, (1,), generator=g, device=device) for g in gens])
+    return torch.cat([torch.randint(0, N, (1,), generator=g, device=g.device).to(device) for g in gens])
 
 
 def _reduce(sq: torch.Tensor, reduce: str) -> torch.Tensor:
