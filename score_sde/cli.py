@@ -5,6 +5,7 @@
     score-sde train      --config configs/<experiment>.yaml --workdir runs/<name> [--set key=value ...]
     score-sde sample     --workdir runs/<name> [--sampler pc] [--steps 1000] [--num 64] --out samples.png|.npz
     score-sde likelihood --workdir runs/<name> [--split test] [--divergence hutchinson --probes 1]
+    score-sde figures    [--fast] [--only fig2,table1]   (source checkout: regenerates paper_figures/)
     torchrun --nproc_per_node=N -m score_sde train ...      (DistributedDataParallel; same flags)
 
 ``train`` on a workdir that already holds checkpoints resumes from the newest one, with the
@@ -257,6 +258,40 @@ register_subcommand("train", "train a score model (resumes an existing workdir)"
 register_subcommand("sample", "draw samples from a trained workdir", _sample_args, _run_sample)
 register_subcommand(
     "likelihood", "NLL / bits-per-dim of held-out data via the PF-ODE", _likelihood_args, _run_likelihood
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# figures: the paper_figures/ folder of a source checkout (next to the package); its options and
+# its runner live there (paper_figures/run_all.py), so this is only the hook.
+
+
+def _paper_figures_runner():
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if not os.path.isfile(os.path.join(root, "paper_figures", "run_all.py")):
+        return None
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    from paper_figures import run_all
+
+    return run_all
+
+
+def _figures_args(p: argparse.ArgumentParser) -> None:
+    runner = _paper_figures_runner()
+    if runner is not None:
+        runner.add_arguments(p)
+
+
+def _run_figures(args) -> int:
+    runner = _paper_figures_runner()
+    if runner is None:
+        raise UsageError("'score-sde figures' needs a source checkout (paper_figures/ next to score_sde/)")
+    return runner.run_from_args(args)
+
+
+register_subcommand(
+    "figures", "regenerate the paper's figures and tables (paper_figures/)", _figures_args, _run_figures
 )
 
 
