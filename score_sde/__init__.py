@@ -3,7 +3,7 @@
 The curated public API; see DESIGN.md for the layers.
 """
 
-from . import analytic
+from . import analytic, nets
 from .analytic import EmpiricalDistribution, Gaussian, GaussianMixture
 from .data_scaling import DataScaling
 from .likelihood import (
@@ -24,6 +24,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "analytic",
+    "nets",
     "GaussianMixture",
     "Gaussian",
     "EmpiricalDistribution",
