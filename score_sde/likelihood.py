@@ -38,12 +38,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
-from torchdiffeq import odeint
-from torchdiffeq._impl.odeint import SOLVERS
 
 from .data_scaling import DataScaling
 from .sde.base import LinearSDE
 from .solvers.base import CountingScore
+from .solvers.ode import odeint_clamped, odeint_pf
 from .utils import Generator, check_finite, flat_dim
 
 DIVERGENCES = ("exact", "hutchinson")
@@ -91,12 +90,12 @@ def _check_inputs(sde, score_fn, x, rtol, atol, eps, method) -> tuple[float, flo
     if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not math.isfinite(eps):
         raise ValueError(f"eps must be a number in (0, T) = (0, {sde.T}); got eps = {eps!r}")
     sde.check_eps(eps)
-    if method not in SOLVERS:
-        raise ValueError(f"unknown ODE method {method!r}; torchdiffeq offers {sorted(SOLVERS)}")
+    if not isinstance(method, str):
+        raise TypeError(f"method must be the name of a torchdiffeq method; got {type(method).__name__}")
     return rtol, atol, float(eps)
 
 
-# ---- the PF-ODE and the one torchdiffeq call ------------------------------------------------------
+# ---- the PF-ODE: shared with the integrator layer (score_sde.solvers.ode) -------------------------
 class _RecordingScore:
     """Pass-through score that keeps its last output, so the divergence reuses the drift's evaluation."""
 
@@ -108,30 +107,11 @@ class _RecordingScore:
         return self.last
 
 
-def _clamped(t: torch.Tensor, lo: float, hi: float, x: torch.Tensor) -> torch.Tensor:
-    """ODE time as a [B] vector in x's dtype, kept inside [lo, hi]: torchdiffeq's first-step probe may
-    step past the interval, where VP's sigma(t) is NaN (REFERENCE.md, Pitfalls)."""
-    return t.to(x.dtype).clamp(lo, hi).expand(x.shape[0])
-
-
-def _odeint_final(func, y0, t0: float, t1: float, rtol: float, atol: float, method: str, options):
-    """Integrate ``dy/dt = func(t, y)`` from t0 to t1 with torchdiffeq; return y(t1) (tensor or tuple)."""
-    ref = y0[0] if isinstance(y0, tuple) else y0
-    ts = torch.tensor([t0, t1], dtype=ref.dtype, device=ref.device)
-    sol = odeint(func, y0, ts, rtol=rtol, atol=atol, method=method, options=options)
-    return tuple(s[-1] for s in sol) if isinstance(y0, tuple) else sol[-1]
-
-
 def _pf_flow(sde, score_fn, x, t0, t1, rtol, atol, method, options) -> tuple[torch.Tensor, int]:
     """x(t1) of the probability-flow ODE started at x(t0) = x; returns (x(t1), nfe)."""
-    score = CountingScore(score_fn)
-    rsde = sde.reverse(score, probability_flow=True)
-    lo, hi = min(t0, t1), max(t0, t1)
-
-    def func(t, y):
-        return rsde.drift(y, _clamped(t, lo, hi, y))
-
-    return _odeint_final(func, x, t0, t1, rtol, atol, method, options), score.nfe
+    score = CountingScore(score_fn)  # counts real calls and checks the score's shape
+    sol = odeint_pf(sde, score, x, t0, t1, rtol=rtol, atol=atol, method=method, options=options)
+    return sol.y, score.nfe
 
 
 # ---- divergence of the score ------------------------------------------------------------------------
@@ -214,17 +194,20 @@ def _depends_on_other_leaf(out: torch.Tensor, x: torch.Tensor) -> bool:
 class _AugmentedPFODE:
     """Right-hand side of the augmented system d(x, Delta)/dt = (f~(x, t), div f~(x, t)), eq. (D.2)."""
 
-    def __init__(self, sde, score, eps, divergence, probes, chunk_size, create_graph):
-        self.sde, self.eps = sde, eps
+    def __init__(self, sde, score, divergence, probes, chunk_size, create_graph):
+        self.sde = sde
         self.record = _RecordingScore(score)
-        self.rsde = sde.reverse(self.record, probability_flow=True)
+        self.rsde = sde.reverse(self.record, probability_flow=True)  # eq. 13, the SDE layer's PF-ODE
         self.divergence, self.probes, self.chunk_size = divergence, probes, chunk_size
         self.create_graph = create_graph  # None: decided at the first call
         self.vjp = _VJP()
 
     def __call__(self, t, state):
         x = state[0]
-        tv = _clamped(t, self.eps, self.sde.T, x)
+        # odeint_clamped keeps t inside [eps, T]. When the state carries a graph so does t (torchdiffeq's
+        # first step depends on y0); t stays differentiable here so that the gradient of the discrete
+        # flow is consistent.
+        tv = t.to(x.dtype).expand(x.shape[0])
         with torch.enable_grad():
             keep = self.create_graph is not False and x.requires_grad
             xin = x if keep else x.detach().requires_grad_(True)
@@ -246,10 +229,22 @@ class _AugmentedPFODE:
 
 def _solve_augmented(sde, score_fn, x, eps, divergence, probes, chunk_size, create_graph, rtol, atol, method, options):
     score = CountingScore(score_fn)
-    func = _AugmentedPFODE(sde, score, eps, divergence, probes, chunk_size, create_graph)
+    func = _AugmentedPFODE(sde, score, divergence, probes, chunk_size, create_graph)
     if create_graph is False:
         x = x.detach()
-    z, delta = _odeint_final(func, (x, x.new_zeros(x.shape[0])), eps, sde.T, rtol, atol, method, options)
+    times = torch.tensor([eps, sde.T], dtype=x.dtype, device=x.device)
+    sol = odeint_clamped(
+        func,
+        (x, x.new_zeros(x.shape[0])),
+        times,
+        lo=eps,
+        hi=sde.T,
+        rtol=rtol,
+        atol=atol,
+        method=method,
+        options=options,
+    )
+    z, delta = sol.y
     return z, delta, score.nfe
 
 
@@ -262,7 +257,7 @@ def log_likelihood(
     rtol: float = 1e-5,
     atol: float = 1e-5,
     eps: float = DEFAULT_EPS,
-    probes: int = 1,
+    probes: int | torch.Tensor = 1,
     noise: str = "rademacher",
     generator: Generator = None,
     method: str = "dopri5",
@@ -284,7 +279,8 @@ def log_likelihood(
         divergence: ``"exact"`` (D vector-Jacobian products per evaluation, chunked) or ``"hutchinson"``.
         rtol, atol: torchdiffeq tolerances (> 0) on the augmented state.
         eps: start time in (0, T); the density reported is p_eps. Default 1e-5.
-        probes: Hutchinson probes per sample, averaged (held fixed along the trajectory).
+        probes: Hutchinson probes per sample, averaged (held fixed along the trajectory); or the probes
+            themselves, a tensor [k, B, ...] (or [B, ...] for one), e.g. to share them between runs.
         noise: Hutchinson probe law, ``"rademacher"`` (default; never worse than Gaussian) or ``"gaussian"``.
         generator: a ``torch.Generator``, B per-sample generators, or None (torch's global RNG) for the probes.
         method, options: torchdiffeq method (``"dopri5"``) and its options.
@@ -303,8 +299,17 @@ def log_likelihood(
         raise ValueError(f"unknown divergence {divergence!r}; choose one of {DIVERGENCES}")
     if noise not in NOISES:
         raise ValueError(f"unknown Hutchinson noise {noise!r}; choose one of {NOISES}")
-    if isinstance(probes, bool) or not isinstance(probes, int) or probes < 1:
-        raise ValueError(f"probes must be an integer >= 1; got probes = {probes!r}")
+    if torch.is_tensor(probes):
+        if probes.shape == x.shape:
+            probes = probes[None]
+        if probes.ndim != x.ndim + 1 or probes.shape[1:] != x.shape or probes.shape[0] < 1:
+            raise ValueError(
+                f"probes given as a tensor must have shape [k, *x.shape] = [k, {', '.join(map(str, x.shape))}]; "
+                f"got {tuple(probes.shape)}"
+            )
+        check_finite(probes, "probes")
+    elif isinstance(probes, bool) or not isinstance(probes, int) or probes < 1:
+        raise ValueError(f"probes must be an integer >= 1 or a tensor of probes; got probes = {probes!r}")
     if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
         raise ValueError(f"chunk_size must be an integer >= 1 or None; got chunk_size = {chunk_size!r}")
     if dtype is not None:
@@ -315,7 +320,9 @@ def log_likelihood(
         create_graph = False
     B, D = x.shape[0], flat_dim(x)
     chunk = chunk_size or max(1, min(D, 2**22 // (B * D)))
-    v = _draw_probes(x, probes, noise, generator) if divergence == "hutchinson" else None
+    v = None
+    if divergence == "hutchinson":
+        v = probes.to(x) if torch.is_tensor(probes) else _draw_probes(x, probes, noise, generator)
 
     def run(xb, vb):
         return _solve_augmented(

@@ -1,0 +1,274 @@
+"""PF-ODE log-likelihood: score_sde vs the official code's scipy loop and vs k-diffusion.
+
+All three solve the same augmented ODE d(x, Delta)/dt = (f~, div f~) with an exact score, so their
+answers can be held against the analytic truth log p_eps(x) (prior mismatch removed exactly, as in the
+tests). Printed: wall time, NFE (score-network calls) and the error, with ratios against each peer.
+
+(a) "official": the official score_sde likelihood loop re-written from its description (likelihood.py
+    of yang-song/score_sde_pytorch): flatten, float32 numpy round trips every call, scipy
+    ``solve_ivp(RK45)`` on the augmented system; the drift and the divergence are two separate calls
+    of the network per evaluation, and the divergence is taken through autograd of the whole drift
+    (exact: one backward pass per dimension; Hutchinson: one probe).
+(b) k-diffusion's ``sampling.log_likelihood`` (torchdiffeq dopri5 in sigma, one Rademacher probe), loaded
+    standalone (its sampling.py needs only ``utils.append_dims``; the package's other imports need
+    torchvision). It runs on VE, where x~ = x and sigma~ = sigma, on a problem with a diagonal score
+    Jacobian (independent coordinates), where one Rademacher probe gives the exact divergence, so its
+    answer can be held against the truth too.
+
+Run: ``OMP_NUM_THREADS=1 .venv/bin/python benchmarks/likelihood_vs_official.py [--quick]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import statistics
+import sys
+import time
+import types
+from functools import partial
+
+import numpy as np
+import torch
+from scipy.integrate import solve_ivp
+
+import score_sde as ss
+from score_sde.analytic import GaussianMixture
+
+EPS = 1e-5
+
+
+# ---- problems -------------------------------------------------------------------------------------
+def random_mixture(d: int, k: int = 3, seed: int = 0) -> GaussianMixture:
+    """A random 3-component mixture with full covariances (same recipe as tests/problems.py)."""
+    g = torch.Generator().manual_seed(seed)
+    means = 2.0 * torch.randn(k, d, generator=g, dtype=torch.float64)
+    A = torch.randn(k, d, d, generator=g, dtype=torch.float64) / d**0.5
+    covs = 0.1 * A @ A.transpose(-1, -2) + 0.05 * torch.eye(d, dtype=torch.float64)
+    w = torch.rand(k, generator=g, dtype=torch.float64) + 0.5
+    return GaussianMixture(w, means, covs)
+
+
+class ProductOfMixtures:
+    """d independent coordinates, each the same 1-D two-component mixture: diagonal score Jacobian."""
+
+    def __init__(self, d: int):
+        self.one = GaussianMixture([0.3, 0.7], [[-1.5], [1.0]], [0.2, 0.4])
+        self.d = d
+
+    def _t(self, x, t):
+        return torch.as_tensor(t, dtype=torch.float64).expand(x.shape[0]).repeat_interleave(self.d)
+
+    def score(self, x, t, sde):
+        return self.one.score(x.reshape(-1, 1), self._t(x, t), sde).reshape(x.shape)
+
+    def log_prob(self, x, t, sde):
+        return self.one.log_prob(x.reshape(-1, 1), self._t(x, t), sde).reshape(x.shape[0], -1).sum(1)
+
+    def sample(self, n, generator):
+        return self.one.sample(n * self.d, generator).reshape(n, self.d)
+
+
+# ---- (a) the official loop, written from its description ---------------------------------------------
+def official_style_log_likelihood(sde, score_fn, x, rtol, atol, eps=EPS, divergence="hutchinson", probe=None):
+    """scipy RK45 on the flattened augmented state with float32 numpy round trips at every call."""
+    shape, B = x.shape, x.shape[0]
+    rsde = sde.reverse(score_fn, probability_flow=True)
+    calls = [0]
+
+    def drift_fn(xx, t):
+        calls[0] += 1
+        return rsde.drift(xx, t)
+
+    def div_fn(xx, t):
+        with torch.enable_grad():
+            xx = xx.detach().requires_grad_(True)
+            fn = drift_fn(xx, t)
+            if divergence == "hutchinson":
+                g = torch.autograd.grad((fn * probe).sum(), xx)[0]
+                return (g * probe).reshape(B, -1).sum(1)
+            D = xx[0].numel()
+            flat = fn.reshape(B, -1)
+            div = torch.zeros(B, dtype=xx.dtype)
+            for i in range(D):
+                g = torch.autograd.grad(flat[:, i].sum(), xx, retain_graph=i < D - 1)[0]
+                div = div + g.reshape(B, -1)[:, i]
+            return div
+
+    def ode_func(t, y):
+        sample = torch.from_numpy(y[:-B].reshape(shape)).to(torch.float32)
+        vec_t = torch.ones(B, dtype=torch.float32) * t
+        drift = drift_fn(sample, vec_t).detach().cpu().numpy().reshape(-1)
+        logp_grad = div_fn(sample, vec_t).detach().cpu().numpy().reshape(-1)
+        return np.concatenate([drift, logp_grad], axis=0)
+
+    init = np.concatenate([x.detach().cpu().numpy().reshape(-1), np.zeros(B)], axis=0)
+    sol = solve_ivp(ode_func, (eps, sde.T), init, rtol=rtol, atol=atol, method="RK45")
+    zp = sol.y[:, -1]
+    z = torch.from_numpy(zp[:-B].reshape(shape)).to(torch.float32)
+    delta = torch.from_numpy(zp[-B:]).to(torch.float32)
+    return z, delta, calls[0], sol.nfev
+
+
+# ---- (b) k-diffusion, standalone --------------------------------------------------------------------
+def load_k_diffusion_sampling():
+    """k_diffusion.sampling without the package's heavy imports, or (None, reason)."""
+    spec = importlib.util.find_spec("k_diffusion")
+    if spec is None or not spec.submodule_search_locations:
+        return None, "k-diffusion is not installed (pip install --no-deps k-diffusion)"
+    path = list(spec.submodule_search_locations)[0] + "/sampling.py"
+    pkg = types.ModuleType("_kd_standalone")
+    pkg.__path__ = []
+    utils = types.ModuleType("_kd_standalone.utils")
+
+    def append_dims(x, target_dims):
+        return x[(...,) + (None,) * (target_dims - x.ndim)]
+
+    utils.append_dims = append_dims
+    pkg.utils = utils
+    sys.modules["_kd_standalone"], sys.modules["_kd_standalone.utils"] = pkg, utils
+    try:
+        sspec = importlib.util.spec_from_file_location("_kd_standalone.sampling", path)
+        mod = importlib.util.module_from_spec(sspec)
+        sspec.loader.exec_module(mod)
+    except Exception as e:  # an import it needs is missing
+        return None, f"k_diffusion/sampling.py does not load standalone: {e!r}"
+    return mod, None
+
+
+# ---- timing -------------------------------------------------------------------------------------
+def timed(fn, repeats):
+    """Median wall time of ``repeats`` runs of ``fn()`` and its last result."""
+    times, out = [], None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), out
+
+
+def err_per_dim(est, true, d):
+    return ((est.double() - true.double()).abs().max() / d).item()
+
+
+def row(name, sec, nfe, err, ref_sec=None, ref_nfe=None):
+    ratio = f"  speed-up x{ref_sec / sec:5.2f}" if ref_sec else ""
+    ratio += f"  nfe ratio x{ref_nfe / nfe:5.2f}" if ref_nfe else ""
+    print(f"  {name:<46s} {sec * 1e3:9.1f} ms  nfe {nfe:6d}  max|err|/dim {err:.2e}{ratio}")
+
+
+def part_a(d, B, repeats, tols):
+    print(f"\n(a) vs the official scipy RK45 loop: VP, {d}-D 3-component mixture, batch {B}, float32, eps = {EPS}")
+    sde = ss.VPSDE()
+    gmm = random_mixture(d, seed=1)
+    score = gmm.score_fn(sde)
+    x = gmm.sample(B, generator=torch.Generator().manual_seed(0)).float()
+    probe = (torch.randint(0, 2, x.shape, generator=torch.Generator().manual_seed(3)) * 2 - 1).float()
+
+    def corrected(z, delta):  # Delta + log p_T(z): the prior mismatch taken out exactly
+        return delta.double() + gmm.log_prob(z.double(), sde.T, sde)
+
+    truth = {"exact": gmm.log_prob(x.double(), EPS, sde)}
+    # with one fixed probe the target is that probe's answer, solved in float64 at tolerance 1e-10
+    ref = ss.log_likelihood(sde, score, x.double(), divergence="hutchinson", probes=probe, rtol=1e-10, atol=1e-10)
+    truth["hutchinson"] = corrected(ref.z, ref.delta)
+
+    def official(divergence, tol):
+        return official_style_log_likelihood(sde, score, x, tol, tol, divergence=divergence, probe=probe)
+
+    def ours(divergence, tol):
+        return ss.log_likelihood(sde, score, x, divergence=divergence, probes=probe, rtol=tol, atol=tol)
+
+    summary = []
+    for divergence in ("exact", "hutchinson"):
+        for tol in tols:
+            print(f" divergence = {divergence}, rtol = atol = {tol:g}")
+            sec_o, (z_o, d_o, nfe_o, rhs_o) = timed(partial(official, divergence, tol), repeats)
+            sec_s, res = timed(partial(ours, divergence, tol), repeats)
+            e_o = err_per_dim(corrected(z_o, d_o), truth[divergence], d)
+            e_s = err_per_dim(corrected(res.z, res.delta), truth[divergence], d)
+            row(f"official-style (scipy RK45, {rhs_o} RHS evals)", sec_o, nfe_o, e_o)
+            row("score_sde.log_likelihood (dopri5)", sec_s, res.nfe, e_s, sec_o, nfe_o)
+            summary.append((divergence, tol, sec_o, e_o, sec_s, e_s))
+    print(" equal accuracy: our loosest tolerance whose error is <= the official loop's at the first tolerance")
+    for divergence in ("exact", "hutchinson"):
+        tol0, sec_o, e_o = next((t, so, eo) for dv, t, so, eo, _, _ in summary if dv == divergence)
+        for tol in (1e-3, 3e-4, 1e-4, 3e-5, 1e-5, 3e-6, 1e-6):
+            sec_s, res = timed(partial(ours, divergence, tol), repeats)
+            e_s = err_per_dim(corrected(res.z, res.delta), truth[divergence], d)
+            if e_s <= e_o:
+                row(f"score_sde, {divergence}, tol {tol:g} (official at {tol0:g})", sec_s, res.nfe, e_s, sec_o)
+                summary.append((f"{divergence}, equal accuracy", tol, sec_o, e_o, sec_s, e_s))
+                break
+    return summary
+
+
+def part_b(d, B, repeats, tols):
+    print(f"\n(b) vs k-diffusion log_likelihood: VE, {d} independent 1-D mixtures, batch {B}, float32, eps = {EPS}")
+    kd, why = load_k_diffusion_sampling()
+    if kd is None:
+        print(f"  skipped: {why}")
+        return []
+    sde = ss.VESDE()
+    prob = ProductOfMixtures(d)
+    x = prob.sample(B, torch.Generator().manual_seed(0)).float()
+    true = prob.log_prob(x.double(), EPS, sde)
+
+    def score(y, t):
+        return prob.score(y, t, sde)
+
+    # k-diffusion returns no latent: the prior mismatch log p_T - log pi is taken out at a float64 latent
+    z_ref = ss.encode(sde, score, x.double(), rtol=1e-10, atol=1e-10)
+    mismatch = prob.log_prob(z_ref, sde.T, sde) - sde.prior_logp(z_ref)
+    s_min, s_max = float(sde.sigma(torch.tensor(EPS))), float(sde.sigma(torch.tensor(1.0)))
+
+    def denoiser(xx, sigma):  # D(x, sigma) = x + sigma^2 grad log p_sigma(x); VE: sigma~ = sigma, t = t(sigma)
+        t = sde.t_from_log_snr(-torch.log(sigma.double())).to(xx.dtype)
+        return xx + (sigma**2)[:, None] * score(xx, t)
+
+    def kdiff(tol):
+        torch.manual_seed(0)
+        return kd.log_likelihood(denoiser, x, s_min, s_max, atol=tol, rtol=tol)
+
+    def ours(tol):
+        gen = torch.Generator().manual_seed(0)
+        return ss.log_likelihood(sde, score, x, divergence="hutchinson", rtol=tol, atol=tol, generator=gen)
+
+    summary = []
+    for tol in tols:
+        print(f" rtol = atol = {tol:g} (one Rademacher probe each: exact for a diagonal Jacobian)")
+        sec_k, (ll_k, info) = timed(partial(kdiff, tol), repeats)
+        sec_s, res = timed(partial(ours, tol), repeats)
+        e_k = err_per_dim(ll_k.double() + mismatch, true, d)
+        e_s = err_per_dim(res.logp.double() + mismatch, true, d)
+        row("k-diffusion log_likelihood (dopri5 in sigma)", sec_k, info["fevals"], e_k)
+        row("score_sde.log_likelihood (dopri5 in t)", sec_s, res.nfe, e_s, sec_k, info["fevals"])
+        summary.append((tol, sec_k / sec_s, e_k, e_s))
+    return summary
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="8-D, batch 8, one tolerance, one repeat")
+    ap.add_argument("--dim", type=int, default=32)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    d, B = (8, 8) if args.quick else (args.dim, args.batch)
+    repeats = 1 if args.quick else args.repeats
+    tols = (1e-5,) if args.quick else (1e-5, 1e-4)
+    print(f"torch {torch.__version__}, 1 thread, CPU; times are medians of {repeats} run(s)")
+    a = part_a(d, B, repeats, tols)
+    b = part_b(d, B, repeats, tols)
+    print("\nsummary (speed-up = peer time / our time; errors: max over the batch, nats/dim)")
+    for divergence, tol, sec_o, e_o, sec_s, e_s in a:
+        r = sec_o / sec_s
+        ok = "meets" if r >= 2 else "misses"
+        print(f"  vs official, {divergence:26s} tol {tol:g}: x{r:6.2f} ({ok} 2x); err {e_o:.1e}, ours {e_s:.1e}")
+    for tol, r, e_k, e_s in b:
+        print(f"  vs k-diffusion, {'hutchinson (exact here)':26s}tol {tol:g}: x{r:6.2f}; err {e_k:.1e}, ours {e_s:.1e}")
+
+
+if __name__ == "__main__":
+    main()
