@@ -362,3 +362,12 @@ def test_orders_length_must_match_the_steps():
         ss.sample(sde, gmm.score_fn(sde), shape=(4, 2), sampler="dpm_solver_3", grid="logsnr", steps=5, orders=[3, 1])
     with pytest.raises(ValueError, match="restart_sigma"):
         ss.sample(sde, gmm.score_fn(sde), shape=(4, 2), sampler="restart", steps=5, restart_sigma=(500.0, 900.0))
+
+
+def test_auto_grid_is_time_quadratic_on_vp_and_logsnr_on_ve():
+    gmm = mixture_2d()
+    for sde, kind in ((ss.VPSDE(), "quadratic"), (ss.SubVPSDE(), "quadratic"), (ss.VESDE(), "logsnr")):
+        res = ss.sample(sde, gmm.score_fn(sde), shape=(4, 2), sampler="unipc", steps=6)
+        assert torch.allclose(res.grid, make_grid(sde, kind, 6, sde.default_eps), atol=1e-12, rtol=0)
+    with pytest.raises(ValueError, match="auto"):
+        make_grid(ss.VPSDE(), "auto", 6)
