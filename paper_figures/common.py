@@ -180,27 +180,54 @@ def savefig(fig, ctx: Context, dpi: int = 80) -> None:
 # ---- metrics -------------------------------------------------------------------------------------
 
 
-def sliced_w2(x: torch.Tensor, y: torch.Tensor, n_proj: int = 256, seed: int = 0) -> float:
-    """Sliced 2-Wasserstein distance between two samples [n, D] and [m, D].
+_QUANTILE_CACHE: dict = {}
 
-    SW2(p, q)^2 = E_theta W2(theta#p, theta#q)^2 over directions theta uniform on the sphere; each
-    1-D W2 is computed from quantiles (the sorted x projections against y's quantile function at
-    the levels (i + 1/2)/n, linearly interpolated). The directions are fixed by ``seed``.
-    """
-    x = x.reshape(x.shape[0], -1).double()
-    y = y.reshape(y.shape[0], -1).double()
+
+def _directions(d: int, n_proj: int, seed: int) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
-    th = torch.randn(x.shape[1], n_proj, generator=g, dtype=torch.float64)
-    th = th / th.norm(dim=0, keepdim=True)
-    px, _ = torch.sort(x @ th, dim=0)
-    py, _ = torch.sort(y @ th, dim=0)
-    n, m = px.shape[0], py.shape[0]
+    th = torch.randn(d, n_proj, generator=g, dtype=torch.float64)
+    return th / th.norm(dim=0, keepdim=True)
+
+
+def _sorted_projections(x: torch.Tensor, n_proj: int, seed: int) -> torch.Tensor:
+    """Projections of x [n, D] on the directions, each sorted: [n, n_proj] (numpy sorts rows far
+    faster than torch.sort on this CPU build)."""
+    p = (_directions(x.shape[1], n_proj, seed).T @ x.T).contiguous().numpy()  # [n_proj, n]
+    p.sort(axis=1)
+    return torch.from_numpy(p).T
+
+
+def _quantiles(y: torch.Tensor, n: int, n_proj: int, seed: int) -> torch.Tensor:
+    """y's projections' quantile functions at the levels (i + 1/2)/n, [n, n_proj] (cached per y)."""
+    key = (y.data_ptr(), tuple(y.shape), y.dtype, n, n_proj, seed)
+    if key in _QUANTILE_CACHE:
+        return _QUANTILE_CACHE[key]
+    py = _sorted_projections(y, n_proj, seed)
+    m = py.shape[0]
     if m != n:
         levels = (torch.arange(n, dtype=torch.float64) + 0.5) / n * m - 0.5
         lo = levels.floor().clamp(0, m - 1).long()
         hi = (lo + 1).clamp(max=m - 1)
         w = (levels - lo).clamp(0, 1)[:, None]
         py = (1 - w) * py[lo] + w * py[hi]
+    if len(_QUANTILE_CACHE) > 64:
+        _QUANTILE_CACHE.clear()
+    _QUANTILE_CACHE[key] = py
+    return py
+
+
+def sliced_w2(x: torch.Tensor, y: torch.Tensor, n_proj: int = 256, seed: int = 0) -> float:
+    """Sliced 2-Wasserstein distance between two samples [n, D] and [m, D].
+
+    SW2(p, q)^2 = E_theta W2(theta#p, theta#q)^2 over directions theta uniform on the sphere; each
+    1-D W2 is computed from quantiles (the sorted x projections against y's quantile function at
+    the levels (i + 1/2)/n, linearly interpolated). The directions are fixed by ``seed``; y's
+    quantiles are cached, so comparing many samples against one reference is cheap.
+    """
+    x = x.reshape(x.shape[0], -1).double()
+    y = y.reshape(y.shape[0], -1).double() if y.dtype != torch.float64 or y.ndim != 2 else y
+    px = _sorted_projections(x, n_proj, seed)
+    py = _quantiles(y, x.shape[0], n_proj, seed)
     return float(((px - py) ** 2).mean().sqrt())
 
 
