@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import inspect
 import math
 import os
@@ -113,12 +114,13 @@ def build_network(m: ModelConfig, shape: tuple[int, ...]) -> nn.Module:
 
     kwargs = net_kwargs(m, shape)
     params = inspect.signature(NETS[m.kind][0]).parameters
+    kwargs = {k: v for k, v in kwargs.items() if k in params}
     defaults = ModelConfig()
-    for k in list(kwargs):
-        if k not in params:
-            if hasattr(defaults, k) and getattr(m, k) != getattr(defaults, k):
-                raise ValueError(f"config key 'model.{k}' is not used by model.kind = {m.kind!r}")
-            del kwargs[k]
+    for f in dataclasses.fields(ModelConfig):
+        if f.name in ("kind", "prediction", "time_labels") or f.name in kwargs:
+            continue
+        if getattr(m, f.name) != getattr(defaults, f.name):
+            raise ValueError(f"config key 'model.{f.name}' is not used by model.kind = {m.kind!r}")
     return build_net(m.kind, **kwargs)
 
 
@@ -153,8 +155,6 @@ def scaling_to_plain(scaling) -> dict | None:
         return None
     if hasattr(scaling, "to_dict"):
         return dict(scaling.to_dict())
-    import dataclasses
-
     if dataclasses.is_dataclass(scaling):
         return dataclasses.asdict(scaling)
     raise TypeError(f"can not store a data scaling of type {type(scaling).__name__}")
@@ -289,8 +289,13 @@ def evaluate_nll(
     kw = dict(divergence=divergence or e.divergence, probes=probes or e.probes, rtol=e.rtol, atol=e.atol, eps=e.eps)
     kw["create_graph"] = False  # an evaluation: no graph through the parameters
 
-    def score(x, t):
-        return model.score(x, t)
+    p = next(model.parameters(), None)
+    net_dtype = p.dtype if p is not None else None
+
+    def score(x, t):  # the ODE may run in a wider dtype than the network
+        if net_dtype is None or x.dtype == net_dtype:
+            return model.score(x, t)
+        return model.score(x.to(net_dtype), t.to(net_dtype)).to(x.dtype)
 
     discrete = ds.quantized is not None and ds.scaling is not None
     out = []
