@@ -3,9 +3,10 @@
 The curated public API; see DESIGN.md for the layers.
 """
 
-from . import analytic, nets
+from . import analytic, guidance, nets
 from .analytic import EmpiricalDistribution, Gaussian, GaussianMixture
 from .data_scaling import DataScaling
+from .guidance import ClassifierFreeGuidance, ClassifierGuidance, colorize, drop_condition, impute
 from .likelihood import (
     DatasetBitsPerDim,
     LikelihoodResult,
@@ -23,6 +24,12 @@ from .utils import per_sample_generators
 __version__ = "0.1.0"
 
 __all__ = [
+    "guidance",
+    "ClassifierFreeGuidance",
+    "ClassifierGuidance",
+    "impute",
+    "colorize",
+    "drop_condition",
     "analytic",
     "nets",
     "GaussianMixture",
