@@ -403,8 +403,16 @@ class Trainer:
         self.micro = t.batch_size // self.n_shards
 
         torch.manual_seed(_mix_seed(t.seed, self.dist.rank))  # initialisation is re-synced by DDP
+        d = config.data
         self.train_set = load_split(config, "train", dtype=self.dtype)
         self.data = self.train_set.data.to(self.device, self.dtype)
+        self.levels = None
+        if d.uniform_dequantization:
+            if self.train_set.quantized is None or self.train_set.scaling is None:
+                raise ValueError(
+                    f"config key 'data.uniform_dequantization' needs discrete data; {d.dataset!r} is continuous"
+                )
+            self.levels = self.train_set.quantized.to(self.device)
         self.labels = None
         if config.model.num_classes and self.train_set.labels is not None:
             self.labels = torch.as_tensor(self.train_set.labels).to(self.device)
@@ -470,7 +478,12 @@ class Trainer:
         shard = self.dist.rank * self.cfg.training.accum_steps + micro
         idx = self.batch_indices(step)[shard * self.micro : (shard + 1) * self.micro]
         g = self.shard_generator(step, shard)
-        x0 = self.data[idx]
+        if self.levels is None:
+            x0 = self.data[idx]
+        else:  # uniform dequantization: x = a (n + u) / K + b
+            sc = self.train_set.scaling
+            u = torch.rand(idx.shape[0], *self.shape, generator=g, device=self.device, dtype=self.dtype)
+            x0 = sc.to_model((self.levels[idx].to(self.dtype) + u) / sc.levels)
         if self.cfg.data.random_flip and self.is_image:
             flip = torch.rand(x0.shape[0], generator=g, device=self.device) < 0.5
             x0 = torch.where(flip.view(-1, 1, 1, 1), x0.flip(-1), x0)
