@@ -404,3 +404,22 @@ def test_bad_types_and_scalings():
         DataScaling(256, 0.0, -1.0)
     with pytest.raises(ValueError, match="repeats"):
         dataset_bits_per_dim(sde, score, torch.zeros(2, 2, dtype=torch.long), DataScaling.unit(), repeats=0)
+
+
+# ---- the exact uniform-box marginal used above -----------------------------------------------------
+@pytest.mark.parametrize("name", ["vp", "ve"])
+def test_uniform_marginal_is_normalised_and_its_score_is_the_gradient(name):
+    sde = SDES[name]()
+    box = Uniform(-1.0, 1.0, (1,))
+    for t in (1e-3, 0.05, 0.5, 1.0):
+        s = float(sde.sigma(torch.tensor(t)))
+        a = float(sde.alpha(torch.tensor(t)))
+        grid = torch.linspace(-a - 12 * s, a + 12 * s, 200001)[:, None]
+        mass = torch.trapezoid(box.log_prob(grid, t, sde).exp(), grid[:, 0])
+        assert abs(mass.item() - 1.0) < 1e-6
+        x = torch.tensor([[-3.0], [-1.0], [0.2], [0.999], [1.5]], requires_grad=True)
+        (g,) = torch.autograd.grad(box.log_prob(x, t, sde).sum(), x)
+        torch.testing.assert_close(box.score(x.detach(), t, sde), g, rtol=1e-6, atol=1e-8)
+    far = torch.tensor([[40.0]])  # far outside: the score is finite and points back to the box
+    assert torch.isfinite(box.score(far, 0.01, sde)).all() and box.score(far, 0.01, sde).item() < 0
+    assert box.log_prob(torch.tensor([[0.5], [1.5]])).tolist() == [-math.log(2.0), -math.inf]
