@@ -1,0 +1,289 @@
+"""The integrator layer against exact answers: the adaptive PF-ODE, the torchsde path, NFE
+counting, reproducibility and batch invariance, callbacks."""
+
+import numpy as np
+import pytest
+import torch
+from scipy.integrate import solve_ivp
+
+import score_sde as ss
+from score_sde.solvers import SAMPLERS
+from score_sde.solvers.ode import odeint_pf, probability_flow_drift
+from tests.problems import SDES, mixture_2d, mmd_permutation_pvalue
+
+ss.available_samplers()
+
+
+def scipy_pf_reference(gmm, sde, x_T, t0, t1):
+    """x(t1) of the PF-ODE from x(t0) = x_T, per sample, by scipy DOP853 at rtol = atol = 1e-10."""
+    rhs = probability_flow_drift(sde, gmm.score_fn(sde))
+    out = []
+    for x in x_T:
+
+        def f(t, y, shape=x.shape):
+            yt = torch.as_tensor(y, dtype=torch.float64).reshape(1, *shape)
+            return rhs(torch.tensor(t, dtype=torch.float64), yt).reshape(-1).numpy()
+
+        sol = solve_ivp(f, (t0, t1), x.reshape(-1).numpy(), method="DOP853", rtol=1e-10, atol=1e-10)
+        assert sol.success
+        out.append(torch.as_tensor(sol.y[:, -1]).reshape(x.shape))
+    return torch.stack(out)
+
+
+# ------------------------------------------------------------------------- adaptive PF-ODE
+
+
+@pytest.mark.parametrize("sde_name", ["vp", "ve", "subvp"])
+def test_ode_matches_scipy_dop853(sde_name):
+    gmm, sde = mixture_2d(), SDES[sde_name]()
+    x_T = gmm.marginal_sample(12, sde.T, sde, generator=torch.Generator().manual_seed(3))
+    eps = sde.default_eps
+    ref = scipy_pf_reference(gmm, sde, x_T, sde.T, eps)
+    f = gmm.score_fn(sde)
+    for per_sample in (False, True):
+        res = ss.sample(sde, f, x_T=x_T, sampler="ode", eps=eps, rtol=1e-8, atol=1e-8, per_sample=per_sample)
+        err = (res.x - ref).abs().max().item()
+        assert err < 1e-4, err
+    # the error shrinks with the tolerance (official default 1e-5 gives ~1e-3 at the endpoint)
+    errs = [(ss.sample(sde, f, x_T=x_T, sampler="ode", rtol=tol, atol=tol).x - ref).abs().max() for tol in (1e-5, 1e-9)]
+    assert errs[1] < errs[0] / 100 and errs[1] < 1e-6
+
+
+def test_ode_1d_equals_exact_transport_map():
+    gmm = ss.GaussianMixture([0.3, 0.7], [[-1.5], [1.0]], [0.2, 0.4])
+    for sde in (SDES["vp"](), SDES["ve"]()):
+        eps = sde.default_eps
+        x_T = torch.linspace(-2.5, 2.5, 11)[:, None] * sde.prior_std
+        exact = gmm.transport(x_T, sde.T, eps, sde)
+        res = ss.sample(sde, gmm.score_fn(sde), x_T=x_T, sampler="ode", eps=eps, rtol=1e-7, atol=1e-7)
+        err = (res.x - exact).abs().max().item()
+        assert err < 1e-4, err
+
+
+def test_vp_ode_short_interval_keeps_time_inside():
+    """The first-step probe of dopri5 leaves a short interval near t = 0, where the VP sigma(t) is
+    NaN for t < 0; the time handed to the score must stay in [eps, t0] and the result be right."""
+    gmm, sde = mixture_2d(), SDES["vp"]()
+    seen = []
+
+    def score(x, t):
+        seen.append(t.min().item())
+        seen.append(t.max().item())
+        return gmm.score(x, t, sde)
+
+    x0 = gmm.marginal_sample(8, 2e-3, sde, generator=torch.Generator().manual_seed(0))
+    sol = odeint_pf(sde, score, x0, 2e-3, 1e-5, rtol=1e-9, atol=1e-9)
+    assert torch.isfinite(sol.y).all()
+    assert min(seen) >= 1e-5 and max(seen) <= 2e-3
+    ref = scipy_pf_reference(gmm, sde, x0, 2e-3, 1e-5)
+    assert (sol.y - ref).abs().max() < 1e-6
+
+
+def test_ode_nfe_is_counted_from_real_calls_and_float64_option():
+    gmm, sde = mixture_2d(), SDES["vp"]()
+    calls = [0]
+
+    def score(x, t):
+        calls[0] += 1
+        assert x.dtype == torch.float64
+        return gmm.score(x, t, sde)
+
+    x_T = torch.randn(6, 2, dtype=torch.float32, generator=torch.Generator().manual_seed(0))
+    res = ss.sample(sde, score, x_T=x_T, sampler="ode", float64=True)
+    assert res.nfe == calls[0] > 10
+    assert res.x.dtype == torch.float32
+    ref = ss.sample(sde, gmm.score_fn(sde), x_T=x_T.double(), sampler="ode")
+    assert (res.x.double() - ref.x).abs().max() < 1e-5
+
+
+def test_ode_fixed_step_methods_take_the_given_steps():
+    gmm, sde = mixture_2d(), SDES["vp"]()
+    x_T = torch.randn(4, 2, generator=torch.Generator().manual_seed(0))
+    res = ss.sample(sde, gmm.score_fn(sde), x_T=x_T, sampler="ode", method="rk4", steps=100)
+    assert res.nfe == 400  # 4 stages x 100 steps
+    ref = ss.sample(sde, gmm.score_fn(sde), x_T=x_T, sampler="ode", rtol=1e-9, atol=1e-9)
+    assert (res.x - ref.x).abs().max() < 1e-3
+
+
+def test_ode_per_sample_is_batch_invariant_but_batch_solve_shares_steps():
+    gmm, sde = mixture_2d(), SDES["vp"]()
+    x_T = torch.randn(6, 2, generator=torch.Generator().manual_seed(0))
+    f = gmm.score_fn(sde)
+    kw = dict(sampler="ode", rtol=1e-7, atol=1e-7)
+    alone = ss.sample(sde, f, x_T=x_T[:1], **kw)
+    batch = ss.sample(sde, f, x_T=x_T, per_sample=True, **kw)
+    assert torch.equal(batch.x[:1], alone.x)
+    assert batch.nfe == sum(batch.info["nfe_per_sample"])
+    shared = ss.sample(sde, f, x_T=x_T, **kw)
+    assert shared.nfe < batch.nfe  # one step-size sequence for the whole batch
+    assert not torch.equal(shared.x[:1], alone.x)  # ... so a sample depends on its batch
+    assert (shared.x - batch.x).abs().max() < 1e-4
+
+
+# ------------------------------------------------------------------------- the torchsde path
+
+
+@pytest.mark.parametrize("sde_name", ["vp", "ve"])
+def test_torchsde_path_agrees_with_own_euler_maruyama(sde_name):
+    gmm, sde = mixture_2d(), SDES[sde_name]()
+    n = 4000
+    f = gmm.score_fn(sde)
+    x_T = gmm.marginal_sample(n, sde.T, sde, generator=torch.Generator().manual_seed(5))
+    own = ss.sample(sde, f, x_T=x_T, sampler="euler_maruyama", steps=200, generator=torch.Generator().manual_seed(1))
+    tsde = ss.sample(sde, f, x_T=x_T, sampler="sde", steps=200, generator=torch.Generator().manual_seed(2))
+    assert own.nfe == tsde.nfe == 200
+    p = mmd_permutation_pvalue(own.x, tsde.x, max_n=2000)
+    assert p > 0.01, p
+    se = own.x.std(0) / n**0.5
+    assert ((own.x.mean(0) - tsde.x.mean(0)).abs() < 5 * 2**0.5 * se).all()
+    assert (torch.cov(own.x.T) - torch.cov(tsde.x.T)).abs().max() < 0.1
+
+
+@pytest.mark.parametrize("method", ["milstein", "srk", "midpoint", "heun", "euler_heun", "log_ode"])
+def test_torchsde_methods_sample_the_mixture(method):
+    gmm, sde = mixture_2d(), SDES["vp"]()
+    n = 3000
+    x_T = gmm.marginal_sample(n, sde.T, sde, generator=torch.Generator().manual_seed(5))
+    res = ss.sample(sde, gmm.score_fn(sde), x_T=x_T, sampler="sde", steps=100, method=method)
+    ref = gmm.marginal_sample(n, sde.default_eps, sde, generator=torch.Generator().manual_seed(6))
+    assert (gmm.responsibilities(res.x).mean(0) - gmm.weights).abs().max() < 0.03
+    assert mmd_permutation_pvalue(res.x, ref, max_n=1500, n_perm=100) > 0.01
+
+
+def test_torchsde_nfe_and_dt_option():
+    gmm, sde = mixture_2d(), SDES["vp"]()
+    calls = [0]
+
+    def score(x, t):
+        calls[0] += 1
+        assert t.min() >= sde.default_eps - 1e-12 and t.max() <= sde.T + 1e-12
+        return gmm.score(x, t, sde)
+
+    res = ss.sample(sde, score, shape=(5, 2), sampler="sde", dt=0.02)
+    assert res.nfe == calls[0] == res.info["steps"] == 50
+    res = ss.sample(sde, score, shape=(5, 2), sampler="sde", steps=30, denoise=False)
+    assert res.nfe == 30
+
+
+def test_torchsde_on_images_flattens_and_restores_shape():
+    gmm = ss.GaussianMixture([0.5, 0.5], torch.randn(2, 12), [0.3, 0.5], event_shape=(3, 2, 2))
+    sde = SDES["ve"]()
+    res = ss.sample(sde, gmm.score_fn(sde), shape=(4, 3, 2, 2), sampler="sde", steps=20)
+    assert res.x.shape == (4, 3, 2, 2) and torch.isfinite(res.x).all()
+
+
+# ------------------------------------------------------------- reproducibility and batch effects
+
+STOCHASTIC = [
+    ("ancestral", dict(steps=20)),
+    ("reverse_diffusion", dict(steps=20)),
+    ("euler_maruyama", dict(steps=20)),
+    ("pc", dict(steps=10, per_sample_norms=True)),
+    ("pc", dict(steps=10, corrector="annealed_langevin", predictor="euler_maruyama")),
+    ("sde", dict(steps=20)),
+]
+
+
+@pytest.mark.parametrize("name, kw", STOCHASTIC, ids=[f"{n}{i}" for i, (n, _) in enumerate(STOCHASTIC)])
+def test_stochastic_samplers_repeat_with_the_same_generator(name, kw):
+    gmm, sde = mixture_2d(), SDES["vp"]()
+    f = gmm.score_fn(sde)
+    a = ss.sample(sde, f, shape=(8, 2), sampler=name, generator=torch.Generator().manual_seed(11), **kw).x
+    b = ss.sample(sde, f, shape=(8, 2), sampler=name, generator=torch.Generator().manual_seed(11), **kw).x
+    c = ss.sample(sde, f, shape=(8, 2), sampler=name, generator=torch.Generator().manual_seed(12), **kw).x
+    assert torch.equal(a, b)
+    assert not torch.allclose(a, c)
+    torch.manual_seed(4)
+    d = ss.sample(sde, f, shape=(8, 2), sampler=name, **kw).x
+    torch.manual_seed(4)
+    e = ss.sample(sde, f, shape=(8, 2), sampler=name, **kw).x
+    assert torch.equal(d, e)
+
+
+@pytest.mark.parametrize("name, kw", STOCHASTIC, ids=[f"{n}{i}" for i, (n, _) in enumerate(STOCHASTIC)])
+def test_per_sample_generators_make_stochastic_samples_batch_invariant(name, kw):
+    gmm, sde = mixture_2d(), SDES["ve"]()
+    f = gmm.score_fn(sde)
+    seeds = [10, 11, 12, 13, 14]
+    big = ss.sample(sde, f, shape=(5, 2), sampler=name, generator=ss.per_sample_generators(seeds), **kw).x
+    small = ss.sample(sde, f, shape=(2, 2), sampler=name, generator=ss.per_sample_generators(seeds[2:4]), **kw).x
+    assert torch.allclose(big[2:4], small, rtol=0, atol=1e-12)
+
+
+def test_batch_averaged_langevin_norms_couple_the_batch():
+    """The official batch-averaged norms make a sample depend on its neighbours (hence the option)."""
+    gmm, sde = mixture_2d(), SDES["ve"]()
+    f = gmm.score_fn(sde)
+    seeds = [10, 11, 12, 13, 14]
+    kw = dict(steps=10, per_sample_norms=False)
+    big = ss.sample(sde, f, shape=(5, 2), sampler="pc", generator=ss.per_sample_generators(seeds), **kw).x
+    small = ss.sample(sde, f, shape=(2, 2), sampler="pc", generator=ss.per_sample_generators(seeds[2:4]), **kw).x
+    assert not torch.allclose(big[2:4], small)
+
+
+DETERMINISTIC = sorted(n for n, s in SAMPLERS.items() if s.build is not None and not s.build().stochastic)
+
+
+@pytest.mark.parametrize("name", DETERMINISTIC + ["ode"])
+def test_deterministic_samplers_are_batch_invariant(name):
+    gmm, sde = mixture_2d(), SDES["vp"]()
+    f = gmm.score_fn(sde)
+    x_T = torch.randn(7, 2, generator=torch.Generator().manual_seed(0))
+    kw = dict(per_sample=True) if name == "ode" else dict(steps=15)
+    big = ss.sample(sde, f, x_T=x_T, sampler=name, **kw).x
+    small = ss.sample(sde, f, x_T=x_T[3:5], sampler=name, **kw).x
+    assert torch.allclose(big[3:5], small, rtol=0, atol=1e-12)
+
+
+# ------------------------------------------------------------------------------- the loop
+
+
+def test_loop_nfe_callback_record_and_progress():
+    gmm, sde = mixture_2d(), SDES["vp"]()
+    seen = []
+
+    def cb(i, t, x, x0):
+        seen.append((i, float(t), x.shape, None if x0 is None else x0.shape))
+
+    res = ss.sample(
+        sde, gmm.score_fn(sde), shape=(4, 2), sampler="pc", steps=12, callback=cb, record=True, progress=True
+    )
+    assert res.nfe == 24
+    assert [s[0] for s in seen] == list(range(12))
+    assert seen[-1][1] == pytest.approx(sde.default_eps)
+    assert all(s[3] == (4, 2) for s in seen)
+    assert len(res.trajectory) == len(res.x0_preds) == 12
+    # the last x0 estimate (Tweedie at the last step's start) is close to the final sample
+    assert (res.x0_preds[-1] - res.x).abs().max() < 0.1
+
+
+def test_nfe_budget_picks_steps_for_the_loop():
+    gmm, sde = mixture_2d(), SDES["vp"]()
+    res = ss.sample(sde, gmm.score_fn(sde), shape=(3, 2), sampler="pc", nfe=21)
+    assert res.nfe == 20 and res.grid.numel() == 11
+
+
+def test_tweedie_x0_of_exact_score_is_the_posterior_mean():
+    gmm, sde = mixture_2d(), SDES["vp"]()
+    x_T = torch.randn(5, 2, generator=torch.Generator().manual_seed(2))
+    out = []
+    ss.sample(
+        sde,
+        gmm.score_fn(sde),
+        x_T=x_T,
+        sampler="probability_flow",
+        steps=3,
+        callback=lambda i, t, x, x0: out.append(x0),
+    )
+    grid = ss.make_grid(sde, "uniform", 3)
+    assert torch.allclose(out[0], gmm.denoise(x_T, grid[0], sde), atol=1e-10)
+
+
+def test_probability_flow_predictor_converges_to_the_ode():
+    gmm, sde = mixture_2d(), SDES["ve"]()
+    x_T = gmm.marginal_sample(50, sde.T, sde, generator=torch.Generator().manual_seed(0))
+    f = gmm.score_fn(sde)
+    ref = ss.sample(sde, f, x_T=x_T, sampler="ode", rtol=1e-8, atol=1e-8).x
+    errs = [(ss.sample(sde, f, x_T=x_T, sampler="probability_flow", steps=n).x - ref).abs().mean() for n in (100, 400)]
+    assert errs[1] < errs[0] / 3
+    assert np.isfinite(float(errs[1]))
