@@ -294,6 +294,11 @@ register_subcommand(
     "figures", "regenerate the paper's figures and tables (paper_figures/)", _figures_args, _run_figures
 )
 
+# train-classifier: the noise-conditional classifier of classifier guidance (score_sde/guidance_cli.py)
+from .guidance_cli import register as _register_guidance_commands  # noqa: E402
+
+_register_guidance_commands()
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="score-sde", description="Score-based generative modelling with SDEs.")

@@ -436,3 +436,18 @@ def test_other_bad_guidance_input():
         SAMPLERS.pop("_adaptive_test")
     with pytest.raises(ValueError, match="orthogonal"):
         G.Observation(torch.zeros(3, 1, 1), torch.ones(3, 1, 1), transform=2 * torch.eye(3))
+
+
+def test_train_classifier_command(tmp_path):
+    pytest.importorskip("sklearn")
+    from score_sde.cli import main
+    from score_sde.guidance_cli import load_noisy_classifier
+
+    wd = tmp_path / "clf"
+    assert main(["train-classifier", "--workdir", str(wd), "--steps", "30", "--arch", "mlp", "--n-times", "3"]) == 0
+    rows = (wd / "accuracy_vs_noise.csv").read_text().strip().splitlines()
+    assert rows[0] == "t,sigma,accuracy" and len(rows) == 4
+    clf, sde = load_noisy_classifier(str(wd / "classifier.pt"))
+    assert isinstance(sde, ss.VPSDE)
+    assert clf(torch.zeros(5, 1, 8, 8), torch.full((5,), 0.5)).shape == (5, 10)
+    assert main(["train-classifier", "--workdir", str(wd), "--data", "moons", "--steps", "1"]) == 2  # no labels
