@@ -450,4 +450,4 @@ def test_train_classifier_command(tmp_path):
     clf, sde = load_noisy_classifier(str(wd / "classifier.pt"))
     assert isinstance(sde, ss.VPSDE)
     assert clf(torch.zeros(5, 1, 8, 8), torch.full((5,), 0.5)).shape == (5, 10)
-    assert main(["train-classifier", "--workdir", str(wd), "--data", "moons", "--steps", "1"]) == 2  # no labels
+    assert main(["train-classifier", "--workdir", str(wd), "--data", "nope", "--steps", "1"]) == 2  # unknown data
