@@ -133,6 +133,7 @@ class _VJP:
 
     def __init__(self):
         self.batched = True
+        self.basis: dict = {}  # one-hot cotangents of the exact divergence, reused across evaluations
 
     def __call__(self, s, x, vs: torch.Tensor, create_graph: bool, last: bool) -> torch.Tensor:
         """vs: [C, B, ...] cotangents; returns [C, B, ...] rows (ds/dx)^T v."""
@@ -156,12 +157,17 @@ def _divergence_exact(s, x, vjp: _VJP, create_graph: bool, chunk_size: int) -> t
     B, D = x.shape[0], flat_dim(x)
     div = x.new_zeros(B)
     for start in range(0, D, chunk_size):
-        idx = torch.arange(start, min(start + chunk_size, D), device=x.device)
+        key = (start, tuple(x.shape), x.dtype, x.device)
+        if key not in vjp.basis:
+            idx = torch.arange(start, min(start + chunk_size, D), device=x.device)
+            cidx = torch.arange(idx.numel(), device=x.device)
+            vs = x.new_zeros(idx.numel(), B, D)
+            vs[cidx, :, idx] = 1.0
+            vjp.basis[key] = (vs.reshape(idx.numel(), *x.shape), cidx, idx)
+        vs, cidx, idx = vjp.basis[key]
         C = idx.numel()
-        vs = x.new_zeros(C, B, D)
-        vs[torch.arange(C, device=x.device), :, idx] = 1.0
-        rows = vjp(s, x, vs.reshape(C, *x.shape), create_graph, last=start + C >= D).reshape(C, B, D)
-        div = div + rows[torch.arange(C, device=x.device), :, idx].sum(0)
+        rows = vjp(s, x, vs, create_graph, last=start + C >= D).reshape(C, B, D)
+        div = div + rows[cidx, :, idx].sum(0)
     return div
 
 
