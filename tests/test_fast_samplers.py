@@ -290,13 +290,24 @@ def test_unipc_is_dpmpp_2m_with_the_unic_corrector():
 
 
 def test_heun_final_denoise_has_edm_nfe():
-    sde = ss.VPSDE()
+    assert Restart(K=2, restart_steps=3).nfe(10) == 32
     stepper = EDMHeun(final="denoise")
     assert stepper.nfe(18) == 35  # EDM: 2N - 1
     assert UniPC(order=3, first_step="singlestep").nfe(10) == 12
-    assert DPMSolverPP(3).nfe(10) == 10 and DPMSolverPP(3).order == 3
-    assert Restart(K=2, restart_steps=3).nfe(10) == 32
-    assert sde is not None
+    assert DPMSolverPP(3).nfe(10) == 10
+
+
+def test_declared_orders_follow_the_start_and_final_policies():
+    """Declared order = asymptotic global order of the configuration (checked by the slopes above
+    and by test_classic_multistep_start_and_lower_order_final_cap_the_order_at_two)."""
+    assert DPMSolverPP(3).order == 2  # classic first-order start
+    assert DPMSolverPP(3, lower_order_final=False, first_step="singlestep").order == 3
+    assert DPMSolverPP(3, first_step="singlestep", lower_order_final_below=15).order == 3
+    assert UniPC(order=2).order == 2  # ungated first-order last step
+    assert UniPC(order=2, lower_order_final=False).order == 3
+    assert UniPC(order=3, lower_order_final=False).order == 3  # corrected first-order start
+    assert UniPC(order=3, lower_order_final=False, first_step="singlestep").order == 4
+    assert EDMHeun().order == 2 and EDMHeun(final="euler").order == 2
 
 
 # ---------------------------------------------------------------------------------------------

@@ -39,6 +39,10 @@ Final-step policy (option ``final``; grids are descending times ending at ``eps`
   last time. ``ss.sample`` then builds ``steps - 1`` grid steps from T to eps and appends t = 0,
   so NFE stays equal to ``stepper.nfe(steps)``.
 
+Grids: any kind of :func:`~score_sde.solvers.grids.make_grid` or a tensor of times, plus ``"auto"``
+(the default of ``ddim``, ``dpmpp_*`` and ``unipc``): time-quadratic on VP / sub-VP, logSNR-uniform
+otherwise (measured best on the DDPM table by ``benchmarks/sampler_error_vs_nfe.py``).
+
 ``lower_order_final`` (multistep solvers): the last steps use order min(order, steps left)
 (DPM-Solver++ and UniPC's recipe for stability at low NFE); ``lower_order_final_below = n`` applies
 it only when the run has fewer than n steps (diffusers' DPMSolverMultistep uses 15).
@@ -248,24 +252,26 @@ class DPMSolver(ExpStepper):
 
     def __init__(self, order: int = 2, orders=None, r1: float | None = None, r2: float | None = None, final="step"):
         super().__init__(final)
-        self.order = _check_int("order", order, 1, 3)
+        self.k = _check_int("order", order, 1, 3)  # the method's order (NFE per step)
         if orders is not None:
             orders = list(orders)
             if not orders or not all(isinstance(o, int) and not isinstance(o, bool) and 1 <= o <= 3 for o in orders):
                 raise ValueError(f"orders must be a non-empty list of integers in [1, 3]; got orders = {orders!r}")
-            self.order = max(orders)
+            self.k = max(orders)
         self.orders = orders
-        self.r1 = _check_number("r1", r1 if r1 is not None else (0.5 if self.order == 2 else 1 / 3), 0, 1, True)
+        self.r1 = _check_number("r1", r1 if r1 is not None else (0.5 if self.k == 2 else 1 / 3), 0, 1, True)
         self.r2 = _check_number("r2", r2 if r2 is not None else 2 / 3, 0, 1, True)
-        self.nfe_per_step = self.order
-        self.name = f"dpm_solver_{self.order}" if orders is None else "dpm_solver_fast"
+        self.nfe_per_step = self.k
+        self.name = f"dpm_solver_{self.k}" if orders is None else "dpm_solver_fast"
+        # declared convergence order: a first-order last step (final="euler") caps it at 2
+        self.order = min(self.k, 2) if final == "euler" else self.k
 
     def _order_at(self, i: int, steps: int) -> int:
         if self.orders is not None:
             if len(self.orders) != steps:
                 raise ValueError(f"orders has {len(self.orders)} entries but the grid has {steps} steps")
             return self.orders[i]
-        return self.order
+        return self.k
 
     def nfe(self, steps: int) -> int:
         if self.orders is not None:
@@ -294,7 +300,7 @@ class DPMSolver(ExpStepper):
         if k == 1:
             return xt - st * phi * e0
         if k == 2:
-            r1 = self.r1 if self.order == 2 else 0.5  # the 2nd-order steps of a DPM-Solver-3 plan use 1/2
+            r1 = self.r1 if self.k == 2 else 0.5  # the 2nd-order steps of a DPM-Solver-3 plan use 1/2
             l1 = ls + r1 * h
             u = xt - math.exp(-l1) * math.expm1(r1 * h) * e0
             e1 = self._eps(ctx, u, l1)[0]
@@ -376,7 +382,7 @@ class Multistep(ExpStepper):
         first_step: str = "multistep",
     ):
         super().__init__(final)
-        self.order = _check_int("order", order, 1, 4)
+        _check_int("order", order, 1, 4)
         _check_choice("first_step", first_step, ("multistep", "singlestep"))
         self.first_step = first_step
         if not isinstance(corrector, bool):
@@ -389,16 +395,28 @@ class Multistep(ExpStepper):
             _check_int("lower_order_final_below", lower_order_final_below, 1)
         self.corrector, self.solver_type, self.variant = corrector, solver_type, variant
         self.lower_order_final, self.lower_order_final_below = lower_order_final, lower_order_final_below
-        if corrector:
-            self.order = self.order + 1  # declared convergence order (UniC raises it by one)
         self.p = order
-        self._single = DPMSolver(order=max(2, min(self.order, 3))) if first_step == "singlestep" else None
+        main = order + (1 if corrector else 0)  # UniC raises the order by one
+        self._single = DPMSolver(order=max(2, min(main, 3))) if first_step == "singlestep" else None
+        self.order = self._declared_order(main)
+
+    def _declared_order(self, main: int) -> int:
+        """The asymptotic global order of this configuration. A fixed number of steps with local
+        error O(h^m) adds O(h^m) to the global error, so: a classic start (a first-order first step,
+        local O(h^2), or O(h^3) once UniC corrects it) bounds the order by 2 (3 with the corrector);
+        a DPM-Solver-k first step by k + 1; an ungated ``lower_order_final`` or ``final="euler"``
+        (a first-order last step, which no corrector follows) by 2."""
+        bounds = [main]
+        bounds.append(self._single.k + 1 if self._single is not None else (3 if self.corrector else 2))
+        if (self.lower_order_final and self.lower_order_final_below is None) or self.final == "euler":
+            bounds.append(2)
+        return min(bounds)
 
     def _singlestep_first(self, steps: int) -> bool:
         return self._single is not None and not (steps == 1 and self.final in ("euler", "denoise"))
 
     def nfe(self, steps: int) -> int:
-        return steps + (self._single.order - 1 if self._singlestep_first(steps) else 0)
+        return steps + (self._single.k - 1 if self._singlestep_first(steps) else 0)
 
     def _init_state(self, ctx):
         ctx.state.update(hist=[], prev=None)
@@ -450,7 +468,7 @@ class Multistep(ExpStepper):
             xn = alpha[i + 1] * D
             return StepOutput(xn, xn, x0=D, score=s, t_score=tv, x_in=x)
         if i == 0 and self._singlestep_first(steps):
-            xn = alpha[1] * self._single.single(ctx, xt, D, 0, self._single.order)
+            xn = alpha[1] * self._single.single(ctx, xt, D, 0, self._single.k)
             return StepOutput(xn, xn, x0=D, score=s, t_score=tv, x_in=x)  # prev stays None: no UniC on it
         p = self._effective_order(i, steps, len(hist))
         h = lam[i + 1] - lam[i]
