@@ -95,7 +95,7 @@ def _solve(sde, score, x, eps, steps, method, denoise, seed, levy):
             entropy=seed,
             levy_area_approximation=levy,
         )
-        ts = torch.tensor([0.0, s_end], dtype=y0.dtype, device=y0.device)
+        ts = torch.tensor([0.0, s_end], dtype=torch.float64, device=y0.device)
         # a step a hair longer than h: torchsde clips the last step at ts[-1], so exactly n_sde
         # steps are taken (an accumulated round-off would otherwise add a tiny extra step)
         y = torchsde.sdeint(rsde, y0, ts, bm=bm, method=method, dt=h * (1 + 1e-9))[-1]
