@@ -451,3 +451,29 @@ def test_train_classifier_command(tmp_path):
     assert isinstance(sde, ss.VPSDE)
     assert clf(torch.zeros(5, 1, 8, 8), torch.full((5,), 0.5)).shape == (5, 10)
     assert main(["train-classifier", "--workdir", str(wd), "--data", "nope", "--steps", "1"]) == 2  # unknown data
+
+
+@pytest.mark.parametrize("sampler", ["ode", "sde"])
+def test_guidance_is_a_score_transform_for_the_adaptive_back_ends(sampler):
+    """Guided scores are plain score functions: the adaptive PF-ODE / torchsde back-ends take them."""
+    gmm, sde = mixture_2d(), ss.VPSDE()
+    cg = G.ClassifierGuidance(gmm.score_fn(sde), G.mixture_classifier(gmm, sde), 1.0)
+    cfg = G.ClassifierFreeGuidance(G.MixtureClassScore(gmm, sde), 1.0)
+    opts = {"dt": 0.01} if sampler == "sde" else {}
+    xT = sde.prior_sampling((400, 2), generator=torch.Generator().manual_seed(0))
+    a = ss.sample(sde, cg, x_T=xT, sampler=sampler, cond=2, generator=torch.Generator().manual_seed(1), **opts).x
+    b = ss.sample(sde, cfg, x_T=xT, sampler=sampler, cond=2, generator=torch.Generator().manual_seed(1), **opts).x
+    assert torch.allclose(a, b, atol=1e-6)
+    assert (gmm.responsibilities(a).argmax(1) == 2).double().mean() >= 0.98
+    assert (a.mean(0) - gmm.means[2]).norm() < 0.1
+
+
+@pytest.mark.parametrize("sampler", ["ddim", "dpmpp_2m", "heun"])
+def test_imputation_hook_wraps_the_fast_solvers(sampler):
+    gmm, sde = mixture_2d(), ss.VPSDE()
+    mask, y = torch.tensor([True, False]), torch.tensor([1.5, 0.0])
+    res = G.impute(sde, gmm.score_fn(sde), y, mask, shape=(300, 2), sampler=sampler, steps=20)
+    plain = ss.sample(sde, gmm.score_fn(sde), shape=(2, 2), sampler=sampler, steps=20)
+    assert res.nfe == plain.nfe
+    assert torch.equal(res.x[:, 0], torch.full((300,), 1.5))
+    assert res.x[:, 1].var() < 0.7 * gmm.moments()[1][1, 1]
