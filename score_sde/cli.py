@@ -8,6 +8,9 @@
     score-sde figures    [--fast] [--only fig2,table1]   (source checkout: regenerates paper_figures/)
     torchrun --nproc_per_node=N -m score_sde train ...      (DistributedDataParallel; same flags)
 
+Under torchrun write ``--num-samples`` / ``--num-points`` for ``--num`` (torchrun's own parser
+takes ``--num`` for an abbreviation of its ``--numa-binding``).
+
 ``train`` on a workdir that already holds checkpoints resumes from the newest one, with the
 workdir's ``config.yaml`` (``--set`` may change keys deliberately, e.g. ``training.n_iters``).
 Strings (sampler names, config keys) are mapped to objects here and in the config module only.
@@ -140,7 +143,14 @@ def _sample_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workdir", required=True)
     p.add_argument("--sampler", default=None, help="a name of ss.available_samplers() (default: the config's)")
     p.add_argument("--steps", type=int, default=None, help="grid steps (default: the config's)")
-    p.add_argument("--num", type=int, default=64, help="number of samples")
+    p.add_argument(
+        "--num",
+        "--num-samples",
+        dest="num",
+        type=int,
+        default=64,
+        help="number of samples (under torchrun write --num-samples: torchrun reads --num as its own)",
+    )
     p.add_argument("--out", default="samples.png", help="a .png (grid or scatter plot) or .npz (array 'samples')")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=None, help="samples per solve on each rank")
@@ -212,7 +222,14 @@ def _run_sample(args) -> int:
 def _likelihood_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workdir", required=True)
     p.add_argument("--split", default="test", choices=("train", "test"))
-    p.add_argument("--num", type=int, default=None, help="number of points (default: the config's eval.num)")
+    p.add_argument(
+        "--num",
+        "--num-points",
+        dest="num",
+        type=int,
+        default=None,
+        help="number of points (default: the config's eval.num; under torchrun write --num-points)",
+    )
     p.add_argument("--divergence", default=None, choices=("hutchinson", "exact"))
     p.add_argument("--probes", type=int, default=None, help="Hutchinson probes per point")
     p.add_argument("--device", default="auto")

@@ -121,7 +121,12 @@ def build_network(m: ModelConfig, shape: tuple[int, ...]) -> nn.Module:
             continue
         if getattr(m, f.name) != getattr(defaults, f.name):
             raise ValueError(f"config key 'model.{f.name}' is not used by model.kind = {m.kind!r}")
-    return build_net(m.kind, **kwargs)
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float32)  # the same initial weights whatever the caller's default dtype
+    try:
+        return build_net(m.kind, **kwargs)
+    finally:
+        torch.set_default_dtype(previous)
 
 
 def build_loss(cfg: Config) -> Callable:
@@ -420,7 +425,7 @@ class Trainer:
         self.is_image = len(self.shape) == 3
         self.sde = build_sde(config)
         torch.manual_seed(t.seed)  # same initial weights on every rank
-        self.net = build_network(config.model, self.shape).to(self.device, self.dtype)
+        self.net = build_network(config.model, self.shape).to(self.device, self.dtype)  # float32 init draws
         self.ddp_net = wrap_ddp(self.net, self.dist)
         self.model = ScoreModel(
             self.ddp_net, self.sde, prediction=config.model.prediction, time_labels=config.model.time_labels
