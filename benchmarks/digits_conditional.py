@@ -127,7 +127,7 @@ def part_a(fast: bool) -> dict:
             g4.sample(1, torch.Generator().manual_seed(0))[0],
         )
     )
-    print(f"{'case':<32} {'sampler':<18} {'|mean bias|':>11} {'std ratio':>10} {'MMD p':>7} {'known exact':>12}")
+    print(f"{'case':<32} {'sampler':<26} {'|mean bias|':>11} {'std ratio':>10} {'MMD p':>7} {'known exact':>12}")
     rows = []
     for name, gm, mask, yv in cases:
         cm = G.mixture_conditional(gm, mask, yv)
@@ -157,7 +157,7 @@ def part_a(fast: bool) -> dict:
             std_ratio = std_ratio.mean().item()
             p = _mmd_p(xu, exact_u)
             known_s = "-" if math.isnan(known) else ("yes" if known else "NO")
-            print(f"{name:<32} {sampler:<18} {bias:>11.4f} {std_ratio:>10.3f} {p:>7.3f} {known_s:>12}")
+            print(f"{name:<32} {sampler:<26} {bias:>11.4f} {std_ratio:>10.3f} {p:>7.3f} {known_s:>12}")
             rows.append(
                 {
                     "case": name,
@@ -226,7 +226,7 @@ def _grid_png(rows, path, titles=None):
     plt.close(fig)
 
 
-def part_b(fast: bool) -> dict:
+def part_b(fast: bool, results: str = RESULTS) -> dict:
     from sklearn.linear_model import LogisticRegression
 
     from score_sde.guidance_cli import build_classifier
@@ -304,7 +304,7 @@ def part_b(fast: bool) -> dict:
         rows.append({"scale": s, "accuracy": acc})
         grids.append(x.reshape(10, per_class, 1, 8, 8)[:, :10].transpose(0, 1).reshape(-1, 1, 8, 8)[:100])
     out["cfg"] = rows
-    _grid_png([grids[2][i * 10 : (i + 1) * 10] for i in range(10)], os.path.join(RESULTS, "guidance_digits_cfg.png"))
+    _grid_png([grids[2][i * 10 : (i + 1) * 10] for i in range(10)], os.path.join(results, "guidance_digits_cfg.png"))
 
     print("\nB3. classifier guidance: unconditional model + noise-conditional classifier")
     print(f"{'scale':>6} {'clean-classifier accuracy':>26} {'seconds':>8}")
@@ -316,7 +316,7 @@ def part_b(fast: bool) -> dict:
         if w == 2.0:
             g2 = x.reshape(10, per_class, 1, 8, 8)[:, :10]
     out["classifier_guidance"] = rows
-    _grid_png([g2[:, i] for i in range(10)], os.path.join(RESULTS, "guidance_digits_classifier.png"))
+    _grid_png([g2[:, i] for i in range(10)], os.path.join(results, "guidance_digits_classifier.png"))
 
     times = torch.linspace(1e-5, 1.0, 21, dtype=torch.float64)
     acc_noisy = G.accuracy_vs_noise(clf, sde, xte, yte, times, generator=torch.Generator().manual_seed(1))
@@ -339,7 +339,7 @@ def part_b(fast: bool) -> dict:
         "noise_conditional": acc_noisy.tolist(),
         "clean_logistic_regression": acc_clean.tolist(),
     }
-    _fig13(times, sig, acc_noisy, acc_clean, os.path.join(RESULTS, "guidance_classifier_accuracy_vs_noise.png"))
+    _fig13(times, sig, acc_noisy, acc_clean, os.path.join(results, "guidance_classifier_accuracy_vs_noise.png"))
 
     print("\nB4. inpainting the lower half of held-out digits (unconditional model, PC: reverse diffusion + Langevin)")
     mask = torch.zeros(1, 8, 8, dtype=torch.bool)
@@ -381,7 +381,7 @@ def part_b(fast: bool) -> dict:
     rows = [xs, masked] + [res.x[i * n_in : (i + 1) * n_in] for i in range(reps)]
     _grid_png(
         rows,
-        os.path.join(RESULTS, "guidance_digits_inpainting.png"),
+        os.path.join(results, "guidance_digits_inpainting.png"),
         ["original", "upper half known", "inpainted 1", "inpainted 2", "inpainted 3"],
     )
     return out

@@ -477,3 +477,33 @@ def test_imputation_hook_wraps_the_fast_solvers(sampler):
     assert res.nfe == plain.nfe
     assert torch.equal(res.x[:, 0], torch.full((300,), 1.5))
     assert res.x[:, 1].var() < 0.7 * gmm.moments()[1][1, 1]
+
+
+@pytest.mark.slow
+def test_digits_conditional_generation(tmp_path):
+    """The digits acceptance (benchmarks/digits_conditional.py, its fast setting, about a minute):
+    a clean logistic-regression classifier labels >= 90% of classifier-free-guided and of
+    classifier-guided samples as the requested class; inpainting keeps the known pixels; the noisy
+    classifier's accuracy falls from clean-data level to chance as the noise grows."""
+    pytest.importorskip("sklearn")
+    import os
+    import sys
+
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
+    import digits_conditional as bench
+
+    old = torch.get_default_dtype()
+    try:
+        out = bench.part_b(fast=True, results=str(tmp_path))
+    finally:
+        torch.set_default_dtype(old)
+    assert out["clean_classifier_test_accuracy"] > 0.9
+    cfg = {r["scale"]: r["accuracy"] for r in out["cfg"]}
+    cg = {r["scale"]: r["accuracy"] for r in out["classifier_guidance"]}
+    assert cfg[0.0] < 0.3 and cfg[1.0] >= 0.9 and cfg[2.0] >= 0.9
+    assert cg[0.0] < 0.3 and cg[4.0] >= 0.9
+    acc = out["accuracy_vs_noise"]["noise_conditional"]
+    assert acc[0] > 0.9 and acc[-1] < 0.25
+    assert out["inpainting"]["known_exact"]
+    for name in ("cfg", "classifier", "inpainting"):
+        assert (tmp_path / f"guidance_digits_{name}.png").stat().st_size > 1000
