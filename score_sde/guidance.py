@@ -68,17 +68,18 @@ from .utils import Generator, as_time, bcast, check_finite
 def conditioning_of(score_fn: Callable) -> dict:
     """What conditioning a score model declares: ``{"num_classes": K | None, "context_dim": C | None}``.
 
-    Looks at ``score_fn.num_classes`` / ``score_fn.context_dim`` and, for a
-    :class:`~score_sde.ScoreModel`, at its network's attributes of the same names.
+    Looks at ``score_fn.num_classes`` / ``score_fn.context_dim`` (or ``cond_dim``, the MLP's vector
+    condition) and, for a :class:`~score_sde.ScoreModel`, at its network's attributes of the same names.
     """
     info = {"num_classes": None, "context_dim": None}
     for obj in (score_fn, getattr(score_fn, "net", None), getattr(getattr(score_fn, "net", None), "module", None)):
         if obj is None:
             continue
-        for key in info:
-            val = getattr(obj, key, None)
-            if info[key] is None and isinstance(val, int) and not isinstance(val, bool) and val > 0:
-                info[key] = val
+        for key, attrs in (("num_classes", ("num_classes",)), ("context_dim", ("context_dim", "cond_dim"))):
+            for attr in attrs:
+                val = getattr(obj, attr, None)
+                if info[key] is None and isinstance(val, int) and not isinstance(val, bool) and val > 0:
+                    info[key] = val
     return info
 
 

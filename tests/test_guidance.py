@@ -507,3 +507,19 @@ def test_digits_conditional_generation(tmp_path):
     assert out["inpainting"]["known_exact"]
     for name in ("cfg", "classifier", "inpainting"):
         assert (tmp_path / f"guidance_digits_{name}.png").stat().st_size > 1000
+
+
+def test_cfg_reads_the_conditioning_of_the_package_nets():
+    from score_sde.nets import MLPScoreNet
+
+    sde = ss.VPSDE()
+    cfg = G.ClassifierFreeGuidance(ss.ScoreModel(MLPScoreNet(2, hidden=16, depth=1, num_classes=4), sde), 2.0)
+    assert (cfg.num_classes, cfg.null_label) == (4, 4)
+    x, t = torch.randn(3, 2), torch.full((3,), 0.5)
+    assert cfg(x, t, torch.tensor([0, 3, 1])).shape == (3, 2)
+    with pytest.raises(ValueError, match="label 4 is out of range"):
+        cfg(x, t, 4)
+    vec = G.ClassifierFreeGuidance(ss.ScoreModel(MLPScoreNet(2, hidden=16, depth=1, cond_dim=5), sde), 2.0)
+    assert vec.context_dim == 5 and vec(x, t, torch.randn(3, 5)).shape == (3, 2)
+    with pytest.raises(ValueError, match="declares neither"):
+        G.ClassifierFreeGuidance(ss.ScoreModel(MLPScoreNet(2, hidden=16, depth=1), sde), 2.0)
