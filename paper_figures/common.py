@@ -199,7 +199,7 @@ def _sorted_projections(x: torch.Tensor, n_proj: int, seed: int) -> torch.Tensor
 
 def _quantiles(y: torch.Tensor, n: int, n_proj: int, seed: int) -> torch.Tensor:
     """y's projections' quantile functions at the levels (i + 1/2)/n, [n, n_proj] (cached per y)."""
-    key = (y.data_ptr(), tuple(y.shape), y.dtype, n, n_proj, seed)
+    key = (y.data_ptr(), tuple(y.shape), float(y.sum()), float((y * y).sum()), n, n_proj, seed)
     if key in _QUANTILE_CACHE:
         return _QUANTILE_CACHE[key]
     py = _sorted_projections(y, n_proj, seed)

@@ -31,8 +31,8 @@ NAME = "fig4"
 
 @dataclass
 class Config:
-    digits_iters: int = 3000  # same as Table 2 so the VP model is shared
-    tinted_iters: int = 3000
+    digits_iters: int = 1500  # same as Table 2 so the VP model is shared
+    tinted_iters: int = 1500
     classifier_steps: int = 1500
     scale: float = 1.0
     per_class: int = 10

@@ -23,7 +23,7 @@ NAME = "fig7"
 
 @dataclass
 class Config:
-    digits_iters: int = 3000  # model A: the shared VP digits U-Net
+    digits_iters: int = 1500  # model A: the shared VP digits U-Net
     mlp_iters: int = 3000
     mlp_hidden: int = 512
     n: int = 128

@@ -106,7 +106,7 @@ def digits_config(sde_kind: str, n_iters: int, seed: int = 0, ch: int = 32, data
         },
         "sde": {"kind": sde_kind},
         "training": {
-            "batch_size": 128,
+            "batch_size": 64,
             "n_iters": n_iters,
             "lr": 2e-3,
             "warmup": min(200, max(1, n_iters // 5)),

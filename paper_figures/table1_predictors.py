@@ -38,7 +38,7 @@ class Config:
     seed: int = 0
 
 
-FAST = dict(n=500, n_ref=10000, seeds=(0, 1), train_iters=300)
+FAST = dict(steps=10, n=500, n_ref=10000, seeds=(0, 1), train_iters=300)
 
 
 def column_kwargs(col: str, predictor: str, steps: int, snr: float) -> dict:
@@ -148,10 +148,12 @@ def run(cfg: Config, ctx: common.Context) -> common.Report:
             k += 1
             w = 0.2
             for j, col in enumerate(COLUMNS):
-                xs = torch.arange(len(PREDICTORS)) + (j - 1.5) * w
-                ms = [res[kind][p][col][0] if col != "C2" or p == "probability_flow" else 0.0 for p in PREDICTORS]
-                ss_ = [res[kind][p][col][1] for p in PREDICTORS]
-                ax.bar(xs, ms, w, yerr=ss_, capsize=2, label=labels[col])
+                ps = [i for i, p in enumerate(PREDICTORS) if col != "C2" or p == "probability_flow"]
+                xs = [i + (j - 1.5) * w for i in ps]
+                ms = [res[kind][PREDICTORS[i]][col][0] for i in ps]
+                sd = [res[kind][PREDICTORS[i]][col][1] for i in ps]
+                ax.bar(xs, ms, w, yerr=sd, capsize=2, label=labels[col], color=f"C{j}")
+            ax.set_yscale("log")
             ax.axhline(floor[0], color="gray", ls=":", label="exact-sample floor")
             ax.set_xticks(range(len(PREDICTORS)))
             ax.set_xticklabels(["ancestral", "rev. diffusion", "prob. flow"])

@@ -32,7 +32,7 @@ class Config:
     tols: tuple = (1e-5, 1e-7)
     hutchinson_probes: int = 1
     digits: bool = True
-    digits_iters: int = 3000
+    digits_iters: int = 1500
     digits_test: int = 256
     digits_seeds: tuple = (0,)
     digits_tol: float = 1e-5  # rtol = atol of the digits NLL (official 1e-5)
