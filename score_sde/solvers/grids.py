@@ -9,6 +9,8 @@ A grid of ``steps + 1`` points defines ``steps`` steps. Kinds:
 - ``karras``: sigma~_i = (s_max^{1/rho} + i/steps (s_min^{1/rho} - s_max^{1/rho}))^rho, rho = 7
   (Karras et al. 2022, eq. 5), mapped to times through the SDE's inverse log-SNR.
 - ``logsnr``: uniform in lambda = ln(alpha/sigma) (DPM-Solver's recommendation at low NFE).
+- ``auto``: ``quadratic`` on VP / sub-VP schedules, ``logsnr`` otherwise (the default of the fast
+  multistep samplers; the measured best on the DDPM table in benchmarks/sampler_error_vs_nfe.py).
 - a user tensor / sequence of times (must be strictly decreasing inside [0, T]).
 """
 
@@ -17,8 +19,9 @@ from __future__ import annotations
 import torch
 
 from ..sde.base import LinearSDE
+from ..sde.vp import VPSDE
 
-GRIDS = ("uniform", "quadratic", "discrete", "karras", "logsnr")
+GRIDS = ("uniform", "quadratic", "discrete", "karras", "logsnr", "auto")
 
 
 def make_grid(
@@ -50,6 +53,8 @@ def make_grid(
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be an integer >= 1; got steps = {steps!r}")
     sde.check_eps(eps)
+    if kind == "auto":
+        kind = "quadratic" if isinstance(sde, VPSDE) else "logsnr"
     if kind == "uniform":
         return torch.linspace(T, eps, steps + 1, dtype=torch.float64)
     if kind == "quadratic":
