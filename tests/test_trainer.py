@@ -175,6 +175,7 @@ def _load_main_job():
     return mod
 
 
+@pytest.mark.slow  # about 25 s on an idle 2-core machine
 def test_main_job_short(tmp_path):
     """A short main job: the ODE test NLL beats a fitted Gaussian and samples pass the MMD test."""
     r = _load_main_job().run(
@@ -183,3 +184,28 @@ def test_main_job_short(tmp_path):
     assert r["nll_model"] < r["nll_gaussian"] - 0.4, r
     assert r["pvalues"]["euler_maruyama"] > 0.01 and r["pvalues"]["ode"] > 0.01, r["pvalues"]
     assert os.path.getsize(r["png"]) > 0
+
+
+@pytest.mark.parametrize("name", ["toy_vp", "toy_subvp", "toy_ve", "digits_vp", "digits_subvp", "digits_ve"])
+def test_small_shipped_configs_train(name, tmp_path):
+    cfg = load_config(os.path.join(ROOT, "configs", f"{name}.yaml"), ["training.n_iters=3", "training.progress=false"])
+    out = Trainer(cfg, tmp_path).fit()
+    assert out["step"] == 3 and torch.isfinite(torch.tensor(out["loss"]))
+
+
+@pytest.mark.parametrize(
+    "name, shape",
+    [
+        ("cifar10_ddpmpp_continuous_vp", (3, 32, 32)),
+        ("cifar10_ncsnpp_continuous_ve", (3, 32, 32)),
+        ("mnist_vp", (1, 28, 28)),
+    ],
+)
+def test_image_configs_build_their_networks(name, shape):
+    from score_sde.training.trainer import build_network
+
+    cfg = load_config(os.path.join(ROOT, "configs", f"{name}.yaml"))
+    net = build_network(cfg.model, shape)
+    assert net.num_res_blocks == cfg.model.num_res_blocks and net.ch == cfg.model.ch
+    if name.startswith("cifar10_ddpmpp"):
+        assert 50e6 < sum(p.numel() for p in net.parameters()) < 80e6  # DDPM++ cont. has ~62M parameters
