@@ -47,7 +47,13 @@ otherwise (measured best on the DDPM table by ``benchmarks/sampler_error_vs_nfe.
 (DPM-Solver++ and UniPC's recipe for stability at low NFE); ``lower_order_final_below = n`` applies
 it only when the run has fewer than n steps (diffusers' DPMSolverMultistep uses 15).
 
-Every stepper declares ``order``, ``nfe_per_step``, ``stochastic`` and an exact ``nfe(steps)``.
+Every stepper declares ``order`` (the nominal one), ``nfe_per_step``, ``stochastic`` and an exact
+``nfe(steps)``. A fixed number of steps with local error O(h^m) adds O(h^m) to the global error, so
+the classic multistep start (a first-order first step) and a first-order last step cap the
+*asymptotic* order at 2; ``first_step="singlestep"`` and ``lower_order_final=False`` remove the caps
+(tests/test_fast_samplers.py measures both). Third-order weights: the second divided difference
+D2 = h^2 D''/2 carries 2! c_2(h) / h^2 here (as in UniP-3); k-diffusion's and diffusers'
+DPM-Solver++(3M) use half that weight, so they are not this ``dpmpp_3m``.
 """
 
 from __future__ import annotations
