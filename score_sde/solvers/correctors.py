@@ -12,9 +12,10 @@ from .predictors import GridCoefficients, grid_coefficients
 
 
 def _norm(v: torch.Tensor, per_sample: bool) -> torch.Tensor:
-    """Per-sample L2 norms [B]; with per_sample=False their batch mean (official code), broadcast."""
-    n = v.reshape(v.shape[0], -1).norm(dim=-1)
-    return n if per_sample else n.mean().expand_as(n)
+    """Per-sample L2 norms over the non-batch dims, [B]; with per_sample=False their batch mean
+    (the official code), a 0-d tensor."""
+    n = torch.linalg.vector_norm(v.reshape(v.shape[0], -1), dim=-1)
+    return n if per_sample else n.mean()
 
 
 def _coefficients(ctx: Context, t, t_next, i: int | None) -> tuple[GridCoefficients, int]:
@@ -64,10 +65,11 @@ class LangevinCorrector(Stepper):
         ai = c.a[k] * c.a[k]
         tv = ctx.tvec(t, x) if i is None else ctx.time_at(i, t, x)
         mean = x
+        scale = 2 * ai * self.snr**2
         for _ in range(self.n_steps):
             s = ctx.score(x, tv)
             z = ctx.randn_like(x)
-            step = (2 * ai * self.snr**2) * (_norm(z, self.per_sample) / _norm(s, self.per_sample)) ** 2
+            step = scale * (_norm(z, self.per_sample) / _norm(s, self.per_sample)) ** 2  # [B] or 0-d
             mean = x + bcast(step, x) * s
             x = mean + bcast(torch.sqrt(2 * step), x) * z
         return x, mean
