@@ -5,9 +5,14 @@ from .base import Context, CountingScore, StepOutput, Stepper
 from .correctors import CORRECTORS, AnnealedLangevinCorrector, LangevinCorrector, PCStepper
 from .grids import GRIDS, make_grid
 from .loop import SampleResult, integrate
+from .ode import NFEBudgetExceeded, odeint_clamped, odeint_pf, probability_flow_drift
 from .predictors import PREDICTORS, AncestralSampling, EulerMaruyama, ProbabilityFlowPredictor, ReverseDiffusion
 
 __all__ = [
+    "NFEBudgetExceeded",
+    "odeint_clamped",
+    "odeint_pf",
+    "probability_flow_drift",
     "sample",
     "available_samplers",
     "register_sampler",
