@@ -133,8 +133,11 @@ def sample(
         nfe: a budget of score evaluations; the largest number of steps within it is used.
         callback: ``callback(i, t, x, x0_hat)`` after every step.
         record: keep the trajectory and x_0 estimates in the result.
-        **sampler_options: options of the sampler (e.g. ``predictor=``, ``corrector=``, ``snr=``,
-            ``corrector_steps=`` for ``pc``; ``rtol``, ``atol``, ``method`` for ``ode``).
+        **sampler_options: options of the sampler: ``predictor``, ``corrector``, ``snr``,
+            ``corrector_steps``, ``per_sample_norms`` for ``pc``; ``method``, ``rtol``, ``atol``,
+            ``float64``, ``per_sample``, ``max_nfe``, ``options`` for ``ode``
+            (:func:`score_sde.solvers.ode.ode_sample`); ``method``, ``dt`` for ``sde``
+            (:func:`score_sde.solvers.sdeint.sde_sample`). An unknown option raises TypeError.
     Returns:
         :class:`SampleResult` with ``.x`` and ``.nfe``.
     """
