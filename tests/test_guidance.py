@@ -523,3 +523,32 @@ def test_cfg_reads_the_conditioning_of_the_package_nets():
     assert vec.context_dim == 5 and vec(x, t, torch.randn(3, 5)).shape == (3, 2)
     with pytest.raises(ValueError, match="declares neither"):
         G.ClassifierFreeGuidance(ss.ScoreModel(MLPScoreNet(2, hidden=16, depth=1), sde), 2.0)
+
+
+def test_imputation_step_replaces_x_and_its_mean_at_t_next():
+    """One hooked step: known x = alpha(t_next) y + sigma(t_next) z, known mean = alpha(t_next) y, the
+    unknown entries keep the wrapped stepper's own x and mean (not the noisy x, unlike the official code)."""
+    from score_sde.solvers.base import Context, CountingScore
+    from score_sde.solvers.predictors import ReverseDiffusion
+
+    gmm, sde = mixture_2d(), ss.VPSDE()
+    mask, y = torch.tensor([True, False]), torch.tensor([0.7, 0.0])
+    hook = G.ImputationStepper(ReverseDiffusion(), G.Observation(y, mask))
+    x = torch.randn(5, 2)
+    t, t_next = torch.tensor(0.5), torch.tensor(0.49)
+
+    def ctx(seed):
+        return Context(sde, CountingScore(gmm.score_fn(sde)), generator=torch.Generator().manual_seed(seed))
+
+    c = ctx(0)
+    hook.init(c, x)
+    out = hook.step(c, x, t, t_next, 1, last=False)
+    c2 = ctx(0)
+    ref = ReverseDiffusion().step(c2, x, t, t_next, 1, last=False)
+    z = c2.randn_like(x)  # the hook's draw comes right after the stepper's own
+    a, s = sde.alpha(t_next), sde.sigma(t_next)
+    assert torch.allclose(out.mean[:, 0], (a * 0.7).expand(5))
+    assert torch.allclose(out.x[:, 0], a * 0.7 + s * z[:, 0])
+    assert torch.equal(out.mean[:, 1], ref.mean[:, 1]) and torch.equal(out.x[:, 1], ref.x[:, 1])
+    last = hook.step(ctx(1), x, t, t_next, 1, last=True)
+    assert torch.equal(last.x[:, 0], torch.full((5,), 0.7)) and torch.equal(last.mean[:, 0], last.x[:, 0])
