@@ -77,7 +77,7 @@ def endpoint_error(name, sde_name, steps):
     return (res.x - ref).abs().max().item()
 
 
-@pytest.mark.parametrize("sde_name", ["vp", "ve"])
+@pytest.mark.parametrize("sde_name", ["vp", "ve", "subvp"])
 @pytest.mark.parametrize("name", DETERMINISTIC)
 def test_declared_order(name, sde_name):
     order = SAMPLERS[name].build().order
