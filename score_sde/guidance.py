@@ -253,7 +253,8 @@ class ClassifierFreeGuidance:
         batched: evaluate s_c and s_u in one call on a batch of 2B (one network pass).
 
     ``guided(x, t, cond)`` -> [B, ...]; ``cond`` an int, [B] labels, or a [B, ...] context.
-    ``network_calls`` counts the evaluations of ``score_fn`` (an unbatched step costs 2).
+    ``network_calls`` counts the evaluations of ``score_fn`` (an unbatched step costs 2); a sampler's
+    NFE counts guided evaluations, each of which is one batched network pass on 2B inputs.
     """
 
     def __init__(
@@ -289,7 +290,7 @@ class ClassifierFreeGuidance:
         if self.num_classes is not None and self.context_dim is None:
             raise TypeError(f"this model takes class labels: cond must be an integer tensor; got dtype {cond.dtype}")
         if cond.ndim == 0 or cond.shape[0] != x.shape[0]:
-            raise ValueError(f"context has batch size {cond.shape[0]} but x has {x.shape[0]}")
+            raise ValueError(f"context must have shape [B, ...] with B = {x.shape[0]}; got {tuple(cond.shape)}")
         return cond, null_condition(cond, null_context=self.null_context)
 
     def cond_and_uncond(self, x: torch.Tensor, t, cond) -> tuple[torch.Tensor, torch.Tensor]:
@@ -305,9 +306,13 @@ class ClassifierFreeGuidance:
 
     def __call__(self, x: torch.Tensor, t, cond=None) -> torch.Tensor:
         t = as_time(t, x)
+        inside = _in_interval(t, self.interval)
+        if inside is not None and not inside.any():  # outside the interval: the conditional model alone
+            c, _ = self._cond(cond, x)
+            self.network_calls += 1
+            return self.score_fn(x, t, c)
         s_c, s_u = self.cond_and_uncond(x, t, cond)
         guided = s_u + self.scale * (s_c - s_u)
-        inside = _in_interval(t, self.interval)
         return guided if inside is None else torch.where(bcast(inside, x), guided, s_c)
 
 

@@ -552,3 +552,13 @@ def test_imputation_step_replaces_x_and_its_mean_at_t_next():
     assert torch.equal(out.mean[:, 1], ref.mean[:, 1]) and torch.equal(out.x[:, 1], ref.x[:, 1])
     last = hook.step(ctx(1), x, t, t_next, 1, last=True)
     assert torch.equal(last.x[:, 0], torch.full((5,), 0.7)) and torch.equal(last.mean[:, 0], last.x[:, 0])
+
+
+def test_cfg_outside_its_interval_calls_only_the_conditional_model():
+    gmm, sde = mixture_2d(), ss.VPSDE()
+    exact = G.MixtureClassScore(gmm, sde)
+    cfg = G.ClassifierFreeGuidance(exact, 3.0, interval=(0.5, 0.8))
+    x, t = torch.randn(4, 2), torch.full((4,), 0.2)
+    assert torch.allclose(cfg(x, t, 1), exact(x, t, 1)) and cfg.network_calls == 1
+    with pytest.raises(ValueError, match=r"context must have shape \[B, ...\] with B = 4; got \(3, 2\)"):
+        G.ClassifierFreeGuidance(lambda x, t, c: x, 2.0)(x, t, torch.zeros(3, 2))
