@@ -54,7 +54,7 @@ class Context:
 
     def tvec(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """A grid time as a [B] tensor in x's dtype."""
-        return t.to(x.dtype).expand(x.shape[0])
+        return t.to(device=x.device, dtype=x.dtype).expand(x.shape[0])
 
     def time_at(self, i: int, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """``grid[i]`` (= ``t``) as a [B] tensor in x's dtype, cached by the loop (no per-step allocation)."""

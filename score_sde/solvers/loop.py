@@ -56,7 +56,7 @@ def integrate(
     # The hot path below allocates nothing per step beyond the stepper's own arithmetic: the grid
     # times are unbound once, and their [B] versions in the data dtype are built once.
     ts = grid.unbind(0)
-    ctx.tvecs = grid.to(x.dtype)[:, None].expand(-1, x.shape[0]).unbind(0)
+    ctx.tvecs = grid.to(device=x.device, dtype=x.dtype)[:, None].expand(-1, x.shape[0]).unbind(0)
     stepper.init(ctx, x)
     steps = grid.numel() - 1
     res = SampleResult(x=x, nfe=0, grid=grid)

@@ -60,7 +60,7 @@ def probability_flow_drift(sde: LinearSDE, score_fn: Callable) -> Callable:
 
     def rhs(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         t = torch.as_tensor(t, dtype=torch.float64)
-        tv = t.to(x.dtype).expand(x.shape[0])
+        tv = t.to(device=x.device, dtype=x.dtype).expand(x.shape[0])
         s = score_fn(x, tv)
         f = float(sde.dlog_alpha_dt(t))
         g2 = float(sde.g2(t))
@@ -190,7 +190,7 @@ def odeint_pf(
         times = torch.tensor([float(t0), float(t1)], dtype=torch.float64)
     dtype = x.dtype
     work = torch.float64 if float64 else dtype
-    times = torch.as_tensor(times, dtype=torch.float64).to(work)
+    times = torch.as_tensor(times, dtype=torch.float64).to(device=x.device, dtype=work)
 
     def solve_one(xb, cb):
         fn = score_fn if cb is None else (lambda x_, t_: score_fn(x_, t_, cb))

@@ -60,7 +60,7 @@ class _ReverseTimeSDE(torch.nn.Module):
             return last[2]
         t = self._t(s)
         x = y.reshape(self.shape)
-        sc = self.score(x, t.to(y.dtype).expand(y.shape[0])).reshape(y.shape)
+        sc = self.score(x, t.to(device=y.device, dtype=y.dtype).expand(y.shape[0])).reshape(y.shape)
         out = float(self.fwd.g2(t)) * sc - float(self.fwd.dlog_alpha_dt(t)) * y
         self._last = (float(s), y, out)
         return out
@@ -104,7 +104,7 @@ def _solve(sde, score, x, eps, steps, method, denoise, seed, levy):
         # the last step, noise-free: x_mean = x + (f x - g^2 s) dt at t = eps + h, dt = -h
         t = torch.tensor(eps + h, dtype=torch.float64)
         xv = y.reshape(x.shape)
-        sc = score(xv, t.to(x.dtype).expand(B))
+        sc = score(xv, t.to(device=x.device, dtype=x.dtype).expand(B))
         xv = xv * (1.0 - float(sde.dlog_alpha_dt(t)) * h) + (float(sde.g2(t)) * h) * sc
         y = xv.reshape(B, -1)
     return y.reshape(x.shape)
