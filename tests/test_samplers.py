@@ -291,3 +291,20 @@ def test_probability_flow_predictor_converges_to_the_ode():
     errs = [(ss.sample(sde, f, x_T=x_T, sampler="probability_flow", steps=n).x - ref).abs().mean() for n in (100, 400)]
     assert errs[1] < errs[0] / 3
     assert np.isfinite(float(errs[1]))
+
+
+def test_backends_progress_record_and_callback():
+    gmm, sde = mixture_2d(), SDES["vp"]()
+    f = gmm.score_fn(sde)
+    x_T = torch.randn(4, 2, generator=torch.Generator().manual_seed(0))
+    seen = []
+    res = ss.sample(
+        sde, f, x_T=x_T, sampler="ode", steps=5, record=True, progress=True, callback=lambda i, t, x, x0: seen.append(i)
+    )
+    assert seen == list(range(5)) and len(res.trajectory) == 5
+    assert torch.equal(res.trajectory[-1], res.x)
+    # output times do not change the adaptive solution
+    plain = ss.sample(sde, f, x_T=x_T, sampler="ode")
+    assert (plain.x - res.x).abs().max() < 1e-3
+    res = ss.sample(sde, f, x_T=x_T, sampler="sde", steps=10, progress=True)
+    assert res.nfe == 10 and torch.isfinite(res.x).all()
