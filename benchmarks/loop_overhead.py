@@ -106,7 +106,14 @@ def main(argv=None):
     p.add_argument("--hidden", type=int, default=128)
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--quick", action="store_true")
+    p.add_argument("--out", default="benchmarks/results/loop_overhead.txt", help="also write the table here ('' = no)")
     args = p.parse_args(argv)
+    lines = []
+
+    def emit(text=""):
+        print(text)
+        lines.extend(str(text).split("\n"))
+
     repeats = 3 if args.quick else args.repeats
     torch.manual_seed(0)
     net = ToyMLP(2, args.hidden)
@@ -120,15 +127,15 @@ def main(argv=None):
         calls[0] += 1
         return net(x, t)
 
-    print(
+    emit(
         f"torch {torch.__version__}, threads {torch.get_num_threads()}, toy MLP 3->{args.hidden}->{args.hidden}->2, "
         f"batch {B}, {N} steps, float32, min of {repeats} interleaved repeats\n"
     )
     with torch.no_grad():
         # the MLP alone: N calls
         t_mlp = best_of({"mlp": lambda: [net(x_T, grid[:B].float() * 0 + 0.5) for _ in range(N)]}, repeats)["mlp"]
-        print(f"{'MLP alone (N calls)':<22} {t_mlp * 1e3:8.1f} ms  ({t_mlp / N * 1e6:.1f} us/call)\n")
-        print(f"{'stepper':<22} {'own loop':>10} {'bare loop':>10} {'ratio':>7} {'NFE':>6} {'us/step extra':>14}")
+        emit(f"{'MLP alone (N calls)':<22} {t_mlp * 1e3:8.1f} ms  ({t_mlp / N * 1e6:.1f} us/call)\n")
+        emit(f"{'stepper':<22} {'own loop':>10} {'bare loop':>10} {'ratio':>7} {'NFE':>6} {'us/step extra':>14}")
         ratios = {}
         for kind, opts in OWN.items():
             own_nfe = []
@@ -143,18 +150,18 @@ def main(argv=None):
             t = best_of({"own": run_own, "bare": run_bare}, repeats)
             ratios[kind] = t["own"] / t["bare"]
             extra = (t["own"] - t["bare"]) / N * 1e6
-            print(
+            emit(
                 f"{kind:<22} {t['own'] * 1e3:8.1f}ms {t['bare'] * 1e3:8.1f}ms {ratios[kind]:7.3f} {own_nfe[-1]:6d} "
                 f"{extra:14.1f}"
             )
         # same numbers: the bare loops compute what the steppers compute
         own_x = ss.sample(sde, f, x_T=x_T, grid=grid, generator=torch.Generator().manual_seed(0), **OWN["ancestral"]).x
         bare_x = bare("ancestral", f, sde, x_T, grid, torch.Generator().manual_seed(0))
-        print(f"\nmax |own - bare| (ancestral, same generator): {(own_x - bare_x).abs().max().item():.2e}")
-        print(f"worst ratio: {max(ratios.values()):.3f} (target <= 1.05)\n")
+        emit(f"\nmax |own - bare| (ancestral, same generator): {(own_x - bare_x).abs().max().item():.2e}")
+        emit(f"worst ratio: {max(ratios.values()):.3f} (target <= 1.05)\n")
 
         # back-ends
-        print(f"{'back-end':<34} {'time':>10} {'vs own':>8} {'NFE':>6}")
+        emit(f"{'back-end':<34} {'time':>10} {'vs own':>8} {'NFE':>6}")
         info = {}
 
         def run_sde():
@@ -175,19 +182,26 @@ def main(argv=None):
         t = best_of(
             {"sde": run_sde, "em": run_em, "ode_euler": run_ode_euler, "pf": run_pf, "dopri5": run_dopri}, repeats
         )
-        print(
+        emit(
             f"{'torchsde euler (sampler=sde)':<34} {t['sde'] * 1e3:8.1f}ms {t['sde'] / t['em']:8.3f} "
             f"{info['sde'].nfe:6d}   (vs own euler_maruyama {t['em'] * 1e3:.1f} ms)"
         )
-        print(
+        emit(
             f"{'torchdiffeq euler (sampler=ode)':<34} {t['ode_euler'] * 1e3:8.1f}ms {t['ode_euler'] / t['pf']:8.3f} "
             f"{info['ode_euler'].nfe:6d}   (vs own probability_flow {t['pf'] * 1e3:.1f} ms)"
         )
         per_nfe = t["dopri5"] / info["dopri5"].nfe
-        print(
+        emit(
             f"{'torchdiffeq dopri5 (sampler=ode)':<34} {t['dopri5'] * 1e3:8.1f}ms {per_nfe / (t_mlp / N):8.3f} "
             f"{info['dopri5'].nfe:6d}   (time per NFE vs one bare MLP call)"
         )
+    if args.out:
+        import os
+
+        os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
+        with open(args.out, "w") as fh:
+            fh.write("\n".join(lines) + "\n")
+        print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":
