@@ -60,7 +60,7 @@ def main(argv=None) -> int:
         train_s = time.perf_counter() - t0
         t0 = time.perf_counter()
         with trainer.averaged():
-            ev = evaluate_nll(cfg, trainer.sde, trainer.eval_model, device=trainer.device, dtype=trainer.dtype)
+            ev = evaluate_nll(cfg, trainer.sde, trainer.eval_model, device=trainer.device)
         eval_s = time.perf_counter() - t0
         base = gaussian_bpd(load_split(cfg, "train", dtype=torch.float64), load_split(cfg, "test", dtype=torch.float64))
         rows.append((name, cfg.training.n_iters, train_s, ev["eval_bpd"], ev["eval_n"], eval_s, base))

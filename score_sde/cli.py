@@ -250,7 +250,6 @@ def _run_likelihood(args) -> int:
             sde,
             model,
             device=p.device,
-            dtype=p.dtype,
             dist=ctx,
             split=args.split,
             n=args.num,

@@ -21,8 +21,17 @@ def test_defaults_are_official():
 def test_yaml_and_overrides(tmp_path):
     p = tmp_path / "exp.yaml"
     p.write_text("training:\n  lr: 1e-3\n  n_iters: 2e3\nmodel:\n  ch_mult: [1, 2]\n  attn_resolutions: 8\n")
-    cfg = C.load_config(p, ["training.batch_size=32", "model.ch_mult=1,2,4", "training.ema_rate=none",
-                            "sde.kind=subvpsde", "training.progress=false", "data.root=/x/y"])
+    cfg = C.load_config(
+        p,
+        [
+            "training.batch_size=32",
+            "model.ch_mult=1,2,4",
+            "training.ema_rate=none",
+            "sde.kind=subvpsde",
+            "training.progress=false",
+            "data.root=/x/y",
+        ],
+    )
     assert cfg.training.lr == 1e-3 and isinstance(cfg.training.lr, float)  # "1e-3" is a string in YAML 1.1
     assert cfg.training.n_iters == 2000 and isinstance(cfg.training.n_iters, int)
     assert cfg.training.batch_size == 32

@@ -256,7 +256,7 @@ def evaluate_nll(
     model: ScoreModel,
     *,
     device=None,
-    dtype=None,
+    dtype=torch.float64,
     dist: DistContext | None = None,
     cache: dict | None = None,
     split: str | None = None,
@@ -271,6 +271,7 @@ def evaluate_nll(
     dequantized and ``eval_bpd`` is the dequantized bits/dim bound of the data set's stored
     :class:`~score_sde.data_scaling.DataScaling`; ``eval_nll`` is the matching -log p(x) in nats.
     Options (divergence, probes, rtol, atol, eps, batch_size, seed) come from ``cfg.eval``.
+    ``dtype`` is the dtype of the ODE state (float64 by default; the network runs in its own dtype).
     Returns ``{"eval_nll", "eval_bpd", "eval_n"}``.
     """
     from ..likelihood import bits_per_dim, log_likelihood
@@ -407,7 +408,6 @@ class Trainer:
             )
         self.micro = t.batch_size // self.n_shards
 
-        torch.manual_seed(_mix_seed(t.seed, self.dist.rank))  # initialisation is re-synced by DDP
         d = config.data
         self.train_set = load_split(config, "train", dtype=self.dtype)
         self.data = self.train_set.data.to(self.device, self.dtype)
@@ -641,18 +641,17 @@ class Trainer:
                 self.sde,
                 self.eval_model,
                 device=self.device,
-                dtype=self.dtype,
                 dist=self.dist,
                 cache=self._eval_cache,
             )
 
     def _write_samples(self) -> None:
+        if not self.dist.is_main or self.workdir is None:  # sampling has no collectives: rank 0 only
+            return
         g = torch.Generator(device=self.device).manual_seed(_mix_seed(self.cfg.sampling.seed, self.step))
         x = self.sample(generator=g)
-        if self.dist.is_main and self.workdir is not None:
-            save_samples(
-                x, os.path.join(self.workdir, "samples", f"samples_{self.step}.png"), centered=self.cfg.data.centered
-            )
+        path = os.path.join(self.workdir, "samples", f"samples_{self.step}.png")
+        save_samples(x, path, centered=self.cfg.data.centered)
 
     # -- the loop -------------------------------------------------------------------------------
     def fit(self, n_iters: int | None = None) -> dict:
