@@ -186,6 +186,12 @@ STOCHASTIC = [
     ("pc", dict(steps=10, corrector="annealed_langevin", predictor="euler_maruyama")),
     ("sde", dict(steps=20)),
 ]
+# every other stochastic stepper in the registry (the fast samplers' SDE variants) is held to the same
+STOCHASTIC += [
+    (n, dict(steps=10))
+    for n, s in sorted(SAMPLERS.items())
+    if s.build is not None and s.build().stochastic and n not in {name for name, _ in STOCHASTIC}
+]
 
 
 @pytest.mark.parametrize("name, kw", STOCHASTIC, ids=[f"{n}{i}" for i, (n, _) in enumerate(STOCHASTIC)])
