@@ -316,7 +316,41 @@ from .guidance_cli import register as _register_guidance_commands  # noqa: E402
 _register_guidance_commands()
 
 
+def _figures_module():
+    """``paper_figures.run_all`` when importable, or found next to the package in a source checkout."""
+    import importlib
+
+    try:
+        return importlib.import_module("paper_figures.run_all")
+    except ModuleNotFoundError as e:
+        if e.name not in ("paper_figures", "paper_figures.run_all"):
+            raise
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if not os.path.isfile(os.path.join(root, "paper_figures", "run_all.py")):
+        return None
+    sys.path.insert(0, root)  # a source checkout: paper_figures/ sits next to score_sde/
+    return importlib.import_module("paper_figures.run_all")
+
+
+def register_plugins() -> None:
+    """Sub-commands that live in other modules: ``train-classifier`` (score_sde.guidance_cli) and
+    ``figures`` (paper_figures/run_all.py of a source checkout: ``add_arguments``, ``run_from_args``)."""
+    import importlib
+
+    try:
+        importlib.import_module(f"{__package__}.guidance_cli").register()
+    except ModuleNotFoundError as e:
+        if e.name != f"{__package__}.guidance_cli":
+            raise
+    if "figures" not in SUBCOMMANDS:
+        mod = _figures_module()
+        if mod is not None:
+            register_subcommand("figures", "regenerate the paper's figures and tables (paper_figures/)",
+                                mod.add_arguments, mod.run_from_args)  # fmt: skip
+
+
 def build_parser() -> argparse.ArgumentParser:
+    register_plugins()
     parser = argparse.ArgumentParser(prog="score-sde", description="Score-based generative modelling with SDEs.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for cmd in SUBCOMMANDS.values():
@@ -339,4 +373,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-__all__ = ["main", "build_parser", "register_subcommand", "SUBCOMMANDS", "Subcommand", "resolve_train_config"]
+__all__ = [
+    "main",
+    "build_parser",
+    "register_subcommand",
+    "register_plugins",
+    "SUBCOMMANDS",
+    "Subcommand",
+    "resolve_train_config",
+]

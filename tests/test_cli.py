@@ -48,6 +48,8 @@ def test_help_lists_commands_and_registry(capsys):
         run("--help")
     out = capsys.readouterr().out
     assert all(c in out for c in ("train", "sample", "likelihood"))
+    if os.path.isfile(os.path.join(ROOT, "paper_figures", "run_all.py")):
+        assert "figures" in out  # the paper-figures hook of a source checkout
     called = []
     cli.register_subcommand("hello", "say hello", lambda p: p.add_argument("--who"), lambda a: called.append(a.who))
     try:
