@@ -600,16 +600,6 @@ class Trainer:
                     self._writer.add_scalar(k, v, row["step"])
 
     # -- evaluation -----------------------------------------------------------------------------
-    def score_fn(self, ema: bool = True) -> Callable:
-        """The score of the current (EMA) weights: returns a no-grad ``score(x, t[, cond])``."""
-        model = self.eval_model
-
-        def score(x, t, *args):
-            with torch.no_grad():
-                return model.score(x, t, *args)
-
-        return score
-
     @contextlib.contextmanager
     def averaged(self):
         """Inside the block the network holds the EMA weights and is in eval mode."""
