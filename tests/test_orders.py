@@ -25,7 +25,7 @@ ss.available_samplers()  # registers the back-end and fast-sampler modules
 DETERMINISTIC = sorted(
     name for name, spec in SAMPLERS.items() if spec.build is not None and not spec.build().stochastic
 )
-BASE_STEPS = {1: 24, 2: 16, 3: 16}
+BASE_STEPS = {1: 24, 2: 16, 3: 32}
 
 
 def exact_flow(gmm, sde, x_t, t, s):
