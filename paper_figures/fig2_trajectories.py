@@ -107,7 +107,7 @@ def run(cfg: Config, ctx: common.Context) -> common.Report:
         (f"probability-flow ODE (dopri5, {nfe[0]} NFE)", times, ode, exact),
     ]
     for ax, (title, tt, traj, ref) in zip(axes, panels):
-        ax.imshow(dens.sqrt(), origin="lower", aspect="auto", extent=[cfg.eps, 1, -3, 3], cmap="viridis")
+        ax.imshow(dens.sqrt().numpy(), origin="lower", aspect="auto", extent=[cfg.eps, 1, -3, 3], cmap="viridis")
         ax.plot(tt, traj, color="white", lw=0.6, alpha=0.9)
         if ref is not None:
             ax.plot(tt, ref, color="red", lw=0.8, ls="--", alpha=0.9)

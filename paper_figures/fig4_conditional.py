@@ -57,7 +57,7 @@ def judge(train_set):
 
 
 def grid_image(x: torch.Tensor, nrow: int) -> torch.Tensor:
-    """[B, C, H, W] in [-1, 1] -> an [H', W', C] image grid in [0, 1]."""
+    """[B, C, H, W] in [-1, 1] -> an [H', W', C] image grid in [0, 1] (a numpy array for imshow)."""
     B, C, H, W = x.shape
     ncol = math.ceil(B / nrow)
     img = torch.ones(C, nrow * (H + 1) + 1, ncol * (W + 1) + 1)
@@ -65,7 +65,7 @@ def grid_image(x: torch.Tensor, nrow: int) -> torch.Tensor:
         r, c = i % nrow, i // nrow
         img[:, 1 + r * (H + 1) : 1 + r * (H + 1) + H, 1 + c * (W + 1) : 1 + c * (W + 1) + W] = x[i]
     img = ((img + 1) / 2).clamp(0, 1).permute(1, 2, 0)
-    return img[..., 0] if C == 1 else img
+    return (img[..., 0] if C == 1 else img).numpy()
 
 
 def run(cfg: Config, ctx: common.Context) -> common.Report:
@@ -104,6 +104,11 @@ def run(cfg: Config, ctx: common.Context) -> common.Report:
     mse_meanfill = float(((mean_fill - y)[unknown] ** 2).mean())
     acc_inpaint = float((judge_fn(xb) == test_set.labels[: cfg.n_inpaint]).double().mean())
     acc_meanfill = float((judge_fn(mean_fill) == test_set.labels[: cfg.n_inpaint]).double().mean())
+    # a draw that ignores the observation: the right half of random training digits
+    pick = torch.randint(0, len(train_set), (y.shape[0],), generator=g)
+    rand_fill = torch.where(mask, y, train_set.data[pick])
+    mse_randfill = float(((rand_fill - y)[unknown] ** 2).mean())
+    acc_randfill = float((judge_fn(rand_fill) == test_set.labels[: cfg.n_inpaint]).double().mean())
     known_err = float((xb - y)[mask.expand_as(y)].abs().max())
 
     # (c) colorization of tinted digits from their grey level
@@ -115,6 +120,13 @@ def run(cfg: Config, ctx: common.Context) -> common.Report:
     gray_err = float((xc.mean(1) - gray).abs().max())
     mse_color = float(((xc - rgb) ** 2).mean())
     mse_graycopy = float(((gray[:, None].expand_as(rgb) - rgb) ** 2).mean())
+
+    def saturation(v):  # tint estimate per image: channel sums of (v + 1) / 2, scaled to max 1
+        k = ((v + 1) / 2).clamp(0, 1).sum((2, 3))
+        k = k / k.max(1, keepdim=True).values.clamp(min=1e-8)
+        return float((k.max(1).values - k.min(1).values).mean())
+
+    sat_samples, sat_truth = saturation(xc), saturation(rgb)
 
     # (d) noisy classifier accuracy against noise level
     times = torch.linspace(1e-3, 1.0, 11)
@@ -152,6 +164,10 @@ def run(cfg: Config, ctx: common.Context) -> common.Report:
         inpaint_accuracy=acc_inpaint,
         inpaint_accuracy_mean_fill=acc_meanfill,
         inpaint_known_max_error=known_err,
+        inpaint_mse_random_fill=mse_randfill,
+        inpaint_accuracy_random_fill=acc_randfill,
+        colorize_saturation=sat_samples,
+        colorize_saturation_truth=sat_truth,
         colorize_mse=mse_color,
         colorize_mse_gray_copy=mse_graycopy,
         colorize_gray_max_error=gray_err,
@@ -164,13 +180,16 @@ def run(cfg: Config, ctx: common.Context) -> common.Report:
         [
             ["class-conditional (judge accuracy)", f"{acc_guided:.1%}", f"unguided {acc_unguided:.1%}",
              "CIFAR-10 samples (Fig. 4, qualitative)"],
-            ["inpainting, right half (MSE on unknown pixels)", f"{mse_inpaint:.3f}", f"mean fill {mse_meanfill:.3f}",
-             "Fig. 4/13 (qualitative)"],
-            ["inpainting (judge accuracy)", f"{acc_inpaint:.1%}", f"mean fill {acc_meanfill:.1%}", "–"],
+            ["inpainting, right half (MSE on unknown pixels)", f"{mse_inpaint:.3f}",
+             f"mean fill {mse_meanfill:.3f}; random digit {mse_randfill:.3f}", "Fig. 4/13 (qualitative)"],
+            ["inpainting (judge accuracy)", f"{acc_inpaint:.1%}",
+             f"mean fill {acc_meanfill:.1%}; random digit {acc_randfill:.1%}", "–"],
             ["inpainting: max change of known pixels", f"{known_err:.1e}", "0", "–"],
             ["colorization (MSE to true colours)", f"{mse_color:.3f}", f"grey copy {mse_graycopy:.3f}",
              "Fig. 4/13 (qualitative)"],
             ["colorization: max abs(channel mean − grey)", f"{gray_err:.1e}", "0", "–"],
+            ["colorization: tint saturation (max − min channel)", f"{sat_samples:.2f}",
+             f"true colours {sat_truth:.2f}; grey copy 0", "–"],
             ["noisy classifier accuracy at t = 1e-3 / 0.5 / 1", acc_str, "chance 0.10", "–"],
         ],
     )  # fmt: skip
