@@ -314,3 +314,27 @@ def test_backends_progress_record_and_callback():
     assert (plain.x - res.x).abs().max() < 1e-3
     res = ss.sample(sde, f, x_T=x_T, sampler="sde", steps=10, progress=True)
     assert res.nfe == 10 and torch.isfinite(res.x).all()
+
+
+@pytest.mark.parametrize("corrector", ["langevin", "annealed_langevin"])
+def test_correctors_alone_sample_the_noisy_marginal(corrector):
+    """Corrector steps at a fixed time t leave p_t (approximately) invariant: started from a wrong
+    distribution they relax to p_t (Song et al. 2021, Alg. 4-5; unadjusted, so up to O(step) bias).
+    Langevin with batch-averaged norms: per-sample norms make the step size depend on x, whose
+    continuous-time limit is invariant for p_t / h(x) ~ p_t |s|^2, not p_t (see LangevinCorrector)."""
+    from score_sde.solvers.base import Context, CountingScore
+    from score_sde.solvers.correctors import CORRECTORS
+
+    gmm, sde = mixture_2d(), SDES["vp"]()
+    # at t = 0.5 the modes overlap (alpha = 0.28, sigma^2 = 0.92), so Langevin can mix between them
+    t, t_next = torch.tensor(0.5, dtype=torch.float64), torch.tensor(0.499, dtype=torch.float64)
+    n = 3000
+    c = CORRECTORS[corrector](snr=0.16, n_steps=1, per_sample=False)
+    ctx = Context(sde, CountingScore(gmm.score_fn(sde)), generator=torch.Generator().manual_seed(0))
+    x = torch.randn(n, 2, generator=torch.Generator().manual_seed(1)) * 0.3  # far from p_t
+    for _ in range(400):
+        x, _ = c.correct(ctx, x, t, t_next)
+    assert ctx.score.nfe == 400
+    ref = gmm.marginal_sample(n, t, sde, generator=torch.Generator().manual_seed(2))
+    assert (gmm.responsibilities(x, t, sde).mean(0) - gmm.weights).abs().max() < 0.04
+    assert mmd_permutation_pvalue(x, ref, n_perm=100) > 0.01

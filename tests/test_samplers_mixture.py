@@ -30,6 +30,7 @@ SAMPLERS = {
     "reverse_diffusion": dict(steps=250),
     "euler_maruyama": dict(steps=250),
     "pc": dict(steps=200, predictor="reverse_diffusion", corrector="langevin", snr=0.16),
+    "pc_annealed": dict(sampler="pc", steps=200, corrector="annealed_langevin", snr=0.16),
     "probability_flow": dict(steps=1000),
     "ode": dict(rtol=1e-5, atol=1e-5),
     "sde": dict(steps=250, method="euler"),
@@ -67,7 +68,9 @@ def run_and_check(name, sde_name):
     gen = torch.Generator().manual_seed(1234)
     x_T = gmm.marginal_sample(N_SAMPLES, sde.T, sde, generator=gen)
     ref = gmm.marginal_sample(N_SAMPLES, sde.default_eps, sde, generator=torch.Generator().manual_seed(99))
-    res = ss.sample(sde, gmm.score_fn(sde), x_T=x_T, sampler=name, generator=gen, **SAMPLERS[name])
+    opts = dict(SAMPLERS[name])
+    sampler = opts.pop("sampler", name)
+    res = ss.sample(sde, gmm.score_fn(sde), x_T=x_T, sampler=sampler, generator=gen, **opts)
     assert res.x.shape == (N_SAMPLES, 2) and torch.isfinite(res.x).all()
     stats = check_reproduces(gmm, sde, res.x, ref, f"{name}/{sde_name}")
     print(f"{name}/{sde_name}: nfe={res.nfe} {stats}")
