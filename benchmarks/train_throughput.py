@@ -1,7 +1,8 @@
 """Training throughput: the library's Trainer against a bare hand-written DSM loop.
 
-Both train the same network (built from the same config) on the same in-memory data with the same
-loss (``score_sde.training.losses.dsm_loss``), batch size and Adam settings:
+Both train the same network (built from the same config) on the same in-memory data (uniformly
+dequantized when the config says so) with the same loss (``score_sde.training.losses.dsm_loss``),
+batch size and Adam settings (``foreach=True``, the config's betas, eps and weight decay):
 
 * bare: ``idx = randint; loss = dsm_loss(model, data[idx]); zero_grad; backward; adam.step()``
   -- nothing else;
@@ -29,24 +30,32 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def bare_loop(cfg, data: torch.Tensor, steps: int, seed: int = 0) -> float:
-    """Steps/s of a hand-written DSM loop on the config's network and data."""
+def bare_loop(cfg, ds, steps: int, seed: int = 0) -> float:
+    """Steps/s of a hand-written DSM loop on the config's network and data set ``ds``."""
     from score_sde.score import ScoreModel
     from score_sde.training.losses import dsm_loss
     from score_sde.training.trainer import build_network, build_sde
 
     torch.manual_seed(seed)
     t = cfg.training
+    data = ds.data
+    levels = ds.quantized.to(data.dtype) if cfg.data.uniform_dequantization else None
+    scaling = ds.scaling
     sde = build_sde(cfg)
     net = build_network(cfg.model, tuple(data.shape[1:])).to(data.dtype)
     model = ScoreModel(net, sde, prediction=cfg.model.prediction, time_labels=cfg.model.time_labels)
-    opt = torch.optim.Adam(net.parameters(), lr=t.lr, betas=(t.beta1, t.beta2), eps=t.adam_eps)
+    opt = torch.optim.Adam(
+        net.parameters(), lr=t.lr, betas=(t.beta1, t.beta2), eps=t.adam_eps, weight_decay=t.weight_decay, foreach=True
+    )
     g = torch.Generator().manual_seed(seed)
     N, B = data.shape[0], t.batch_size
     t0 = time.perf_counter()
     for _ in range(steps):
         idx = torch.randint(N, (B,), generator=g)
-        loss = dsm_loss(model, data[idx], weighting=t.weighting, reduce=t.reduce, eps=t.eps, generator=g)
+        x0 = data[idx]
+        if levels is not None:  # the same uniform dequantization as the trainer: a (n + u) / K + b
+            x0 = scaling.to_model((levels[idx] + torch.rand(x0.shape, generator=g, dtype=x0.dtype)) / scaling.levels)
+        loss = dsm_loss(model, x0, weighting=t.weighting, reduce=t.reduce, eps=t.eps, generator=g)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -82,12 +91,12 @@ def main(argv=None) -> int:
     results = []
     for name in args.configs:
         cfg = load_config(os.path.join(ROOT, "configs", f"{name}.yaml"))
-        data = load_split(cfg, "train", dtype=getattr(torch, cfg.training.dtype)).data
-        bare_loop(cfg, data, 20)  # warm-up
+        ds = load_split(cfg, "train", dtype=getattr(torch, cfg.training.dtype))
+        bare_loop(cfg, ds, 20)  # warm-up
         trainer_loop(cfg, 20)
         bare, trainer = [], []
         for r in range(args.rounds):
-            bare.append(bare_loop(cfg, data, args.steps, seed=r))
+            bare.append(bare_loop(cfg, ds, args.steps, seed=r))
             trainer.append(trainer_loop(cfg, args.steps))
         b, t = statistics.median(bare), statistics.median(trainer)
         results.append((name, b, t))

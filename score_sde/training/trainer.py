@@ -434,8 +434,8 @@ class Trainer:
             self.net, self.sde, prediction=config.model.prediction, time_labels=config.model.time_labels
         )
         self.params = [p for p in self.net.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.Adam(
-            self.params, lr=t.lr, betas=(t.beta1, t.beta2), eps=t.adam_eps, weight_decay=t.weight_decay
+        self.optimizer = torch.optim.Adam(  # foreach: one kernel per update for all tensors (also on CPU)
+            self.params, lr=t.lr, betas=(t.beta1, t.beta2), eps=t.adam_eps, weight_decay=t.weight_decay, foreach=True
         )
         self.ema_rate = t.ema_rate if t.ema_rate is not None else default_ema_rate(SDE_KINDS[config.sde.kind])
         self.ema = ExponentialMovingAverage(self.net, self.ema_rate)
