@@ -7,7 +7,8 @@ carries x_t to
     x_s = alpha_s m + A_s A_t^{-1} (x_t - alpha_t m)
 
 (all A_t share C's eigenvectors). The test is generic over the sampler registry: any stepper
-registered with ``stochastic=False`` (the fast samplers included) is run on its default grid with
+registered with ``stochastic=False`` (the fast samplers included) is run on a grid that is not uniform in
+lambda (see ``endpoint_error``) with
 N, 2N, 4N, 8N steps, and the log-log slope of the endpoint error against the step count must be
 within 0.3 of its declared ``order``.
 """
@@ -25,7 +26,7 @@ ss.available_samplers()  # registers the back-end and fast-sampler modules
 DETERMINISTIC = sorted(
     name for name, spec in SAMPLERS.items() if spec.build is not None and not spec.build().stochastic
 )
-BASE_STEPS = {1: 24, 2: 16, 3: 32}
+BASE_STEPS = {1: 32, 2: 64, 3: 32}  # past the pre-asymptotic range on VE (2M needs 64)
 
 
 def exact_flow(gmm, sde, x_t, t, s):
@@ -66,12 +67,13 @@ def test_exact_flow_map_is_exact():
 
 
 def endpoint_error(name, sde_name, steps):
-    spec = SAMPLERS[name]
     sde = SDES[sde_name]()
     gmm = gaussian(2)
     x_T = gmm.marginal_sample(16, sde.T, sde, generator=torch.Generator().manual_seed(1))
-    grid_kind = "uniform" if spec.default_grid == "discrete" else spec.default_grid
-    grid = ss.make_grid(sde, grid_kind, steps)
+    # A grid uniform in lambda (logsnr, or VE's uniform-in-t grid) makes the multistep exponential
+    # integrators superconverge on Gaussian data (3M shows slope 4 there), which hides the declared
+    # order; the time-quadratic grid is not uniform in lambda for any of the SDEs.
+    grid = ss.make_grid(sde, "quadratic", steps)
     res = ss.sample(sde, gmm.score_fn(sde), x_T=x_T, sampler=name, grid=grid, steps=steps)
     ref = exact_flow(gmm, sde, x_T, float(grid[0]), float(grid[-1]))
     return (res.x - ref).abs().max().item()
