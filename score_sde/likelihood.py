@@ -43,7 +43,7 @@ from .data_scaling import DataScaling
 from .sde.base import LinearSDE
 from .solvers.base import CountingScore
 from .solvers.ode import ADAPTIVE_METHODS, odeint_clamped, odeint_pf
-from .utils import Generator, check_finite, flat_dim
+from .utils import Generator, bcast, check_finite, flat_dim
 
 DIVERGENCES = ("exact", "hutchinson")
 NOISES = ("rademacher", "gaussian")
@@ -96,17 +96,6 @@ def _check_inputs(sde, score_fn, x, rtol, atol, eps, method) -> tuple[float, flo
 
 
 # ---- the PF-ODE: shared with the integrator layer (score_sde.solvers.ode) -------------------------
-class _RecordingScore:
-    """Pass-through score that keeps its last output, so the divergence reuses the drift's evaluation."""
-
-    def __init__(self, score: Callable):
-        self.score, self.last = score, None
-
-    def __call__(self, x, t):
-        self.last = self.score(x, t)
-        return self.last
-
-
 def _land_on_end(options: dict | None, method: str, t_end: float) -> dict | None:
     """Make an adaptive solver's last step end exactly at ``t_end`` (torchdiffeq's ``step_t``).
 
@@ -144,6 +133,9 @@ class _VJP:
                 )[0]
             except RuntimeError:
                 self.batched = False
+        if vs.shape[0] == 1:
+            keep = create_graph or not last
+            return torch.autograd.grad(s, x, vs[0], retain_graph=keep, create_graph=create_graph)[0][None]
         out = []
         for c in range(vs.shape[0]):
             keep = create_graph or not (last and c == vs.shape[0] - 1)
@@ -152,29 +144,30 @@ class _VJP:
 
 
 def _divergence_exact(s, x, vjp: _VJP, create_graph: bool, chunk_size: int) -> torch.Tensor:
-    """sum_i ds_i/dx_i per sample, shape [B]: the Jacobian diagonal from D one-hot cotangents, ``chunk_size``
-    dimensions per batched vector-Jacobian product."""
+    """sum_i ds_i/dx_i per sample, shape [B]: the Jacobian diagonal from D one-hot cotangents e_i, ``chunk_size``
+    dimensions per batched vector-Jacobian product (``e_i^T (ds/dx) e_i`` summed over each chunk)."""
     B, D = x.shape[0], flat_dim(x)
-    div = x.new_zeros(B)
+    div = None
     for start in range(0, D, chunk_size):
         key = (start, tuple(x.shape), x.dtype, x.device)
         if key not in vjp.basis:
             idx = torch.arange(start, min(start + chunk_size, D), device=x.device)
-            cidx = torch.arange(idx.numel(), device=x.device)
             vs = x.new_zeros(idx.numel(), B, D)
-            vs[cidx, :, idx] = 1.0
-            vjp.basis[key] = (vs.reshape(idx.numel(), *x.shape), cidx, idx)
-        vs, cidx, idx = vjp.basis[key]
-        C = idx.numel()
-        rows = vjp(s, x, vs, create_graph, last=start + C >= D).reshape(C, B, D)
-        div = div + rows[cidx, :, idx].sum(0)
+            vs[torch.arange(idx.numel(), device=x.device), :, idx] = 1.0
+            vjp.basis[key] = vs.reshape(idx.numel(), *x.shape)
+        vs = vjp.basis[key]
+        C = vs.shape[0]
+        rows = vjp(s, x, vs, create_graph, last=start + C >= D)
+        part = torch.einsum("cbi,cbi->b", rows.reshape(C, B, D), vs.reshape(C, B, D))
+        div = part if div is None else div + part
     return div
 
 
 def _divergence_hutchinson(s, x, probes: torch.Tensor, vjp: _VJP, create_graph: bool) -> torch.Tensor:
     """Skilling–Hutchinson estimate mean_k v_k^T (ds/dx) v_k, shape [B]; probes: [k, B, ...]."""
+    k, B = probes.shape[0], x.shape[0]
     rows = vjp(s, x, probes, create_graph, last=True)
-    return (rows * probes).reshape(probes.shape[0], x.shape[0], -1).sum(-1).mean(0)
+    return torch.einsum("kbi,kbi->b", rows.reshape(k, B, -1), probes.reshape(k, B, -1)) / k
 
 
 def _draw_probes(x: torch.Tensor, k: int, noise: str, generator: Generator) -> torch.Tensor:
@@ -210,27 +203,35 @@ def _depends_on_other_leaf(out: torch.Tensor, x: torch.Tensor) -> bool:
 
 
 class _AugmentedPFODE:
-    """Right-hand side of the augmented system d(x, Delta)/dt = (f~(x, t), div f~(x, t)), eq. (D.2)."""
+    """Right-hand side of the augmented system d(x, Delta)/dt = (f~(x, t), div f~(x, t)), eq. (D.2).
+
+    One score evaluation per call serves both the drift and the divergence (the official code calls the
+    network twice: once for the drift, once more inside the divergence's autograd graph). Without a graph
+    to keep, the schedule f(t), g(t)^2 enters as Python floats and the drift is formed outside autograd,
+    so each call costs one forward and the vector-Jacobian products of the divergence, little else."""
 
     def __init__(self, sde, score, divergence, probes, chunk_size, create_graph):
-        self.sde = sde
-        self.record = _RecordingScore(score)
-        self.rsde = sde.reverse(self.record, probability_flow=True)  # eq. 13, the SDE layer's PF-ODE
+        self.sde, self.score = sde, score
         self.divergence, self.probes, self.chunk_size = divergence, probes, chunk_size
         self.create_graph = create_graph  # None: decided at the first call
         self.vjp = _VJP()
 
     def __call__(self, t, state):
         x = state[0]
+        B, D = x.shape[0], flat_dim(x)
         # odeint_clamped keeps t inside [eps, T]. When the state carries a graph so does t (torchdiffeq's
-        # first step depends on y0); t stays differentiable here so that the gradient of the discrete
-        # flow is consistent.
-        tv = t.to(x.dtype).expand(x.shape[0])
+        # first step depends on y0); t then stays a tensor so that the gradient of the discrete flow is
+        # consistent. Otherwise the coefficients are plain floats.
+        keep = self.create_graph is not False and (x.requires_grad or t.requires_grad)
+        tv = t.to(x.dtype).expand(B)
+        if keep:
+            f, g2 = self.sde.dlog_alpha_dt(tv), self.sde.g2(tv)
+        else:
+            t64 = t.detach().to(torch.float64)
+            f, g2 = float(self.sde.dlog_alpha_dt(t64)), float(self.sde.g2(t64))
         with torch.enable_grad():
-            keep = self.create_graph is not False and x.requires_grad
-            xin = x if keep else x.detach().requires_grad_(True)
-            drift = self.rsde.drift(xin, tv)
-            s = self.record.last
+            xin = x if keep and x.requires_grad else x.detach().requires_grad_(True)
+            s = self.score(xin, tv)
             if self.create_graph is None:
                 self.create_graph = keep or _depends_on_other_leaf(s, xin)
             cg = self.create_graph
@@ -238,11 +239,11 @@ class _AugmentedPFODE:
                 div_s = _divergence_exact(s, xin, self.vjp, cg, self.chunk_size)
             else:
                 div_s = _divergence_hutchinson(s, xin, self.probes, self.vjp, cg)
-        D = flat_dim(x)
-        div = D * self.sde.dlog_alpha_dt(tv) - 0.5 * self.sde.g2(tv) * div_s
         if not cg:
-            drift, div = drift.detach(), div.detach()
-        return drift, div
+            s, div_s = s.detach(), div_s.detach()
+        if isinstance(f, float):
+            return f * x - (0.5 * g2) * s, (0.5 * g2) * div_s.neg() + D * f
+        return bcast(f, x) * x - 0.5 * bcast(g2, x) * s, D * f - 0.5 * g2 * div_s
 
 
 def _solve_augmented(sde, score_fn, x, eps, divergence, probes, chunk_size, create_graph, rtol, atol, method, options):
