@@ -34,6 +34,7 @@ class ExponentialMovingAverage:
         self.decay = float(decay)
         self.num_updates = 0 if use_num_updates else None
         self._params = [p for p in model.parameters() if p.requires_grad]
+        self._views = [p.detach() for p in self._params]  # share storage: see in-place optimiser updates
         self.shadow = [p.detach().clone() for p in self._params]
         self._backup: list[torch.Tensor] | None = None
 
@@ -48,7 +49,7 @@ class ExponentialMovingAverage:
         decay = self.current_decay()
         if self.num_updates is not None:
             self.num_updates += 1
-        torch._foreach_lerp_(self.shadow, [p.detach() for p in self._params], 1.0 - decay)
+        torch._foreach_lerp_(self.shadow, self._views, 1.0 - decay)
 
     @torch.no_grad()
     def copy_to(self, model: nn.Module | None = None) -> None:

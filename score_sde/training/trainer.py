@@ -365,6 +365,20 @@ def save_samples(x: torch.Tensor, path: str, centered: bool = True, title: str |
     return path
 
 
+def clip_grad_norm(params: list[torch.Tensor], max_norm: float) -> torch.Tensor:
+    """Scale the gradients so that their global 2-norm is at most ``max_norm``; returns the norm before.
+
+    The rule of ``torch.nn.utils.clip_grad_norm_`` (factor min(1, max_norm / (norm + 1e-6))) in four
+    foreach kernels, without its per-call grouping overhead.
+    """
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return torch.zeros(())
+    norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+    torch._foreach_mul_(grads, torch.clamp(max_norm / (norm + 1e-6), max=1.0))
+    return norm
+
+
 # ---------------------------------------------------------------------------------------------
 # the trainer
 
@@ -508,17 +522,21 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.optimizer.zero_grad(set_to_none=True)
-        total = torch.zeros((), device=self.device, dtype=self.dtype)
-        for m in range(t.accum_steps):
-            x0, cond, g = self.micro_batch(self.step, m)
-            sync = not self.dist.distributed or m == t.accum_steps - 1
-            with contextlib.nullcontext() if sync else self.ddp_net.no_sync():
-                loss = self.loss_fn(self.model, x0, generator=g, cond=cond)
-                (loss / t.accum_steps).backward()
-            total += loss.detach() / t.accum_steps
-        grad_norm = None
-        if t.grad_clip >= 0:
-            grad_norm = torch.nn.utils.clip_grad_norm_(self.params, max_norm=t.grad_clip)
+        if t.accum_steps == 1 and not self.dist.distributed:  # the common case, without extra ops
+            x0, cond, g = self.micro_batch(self.step, 0)
+            loss = self.loss_fn(self.model, x0, generator=g, cond=cond)
+            loss.backward()
+            total = loss.detach()
+        else:
+            total = torch.zeros((), device=self.device, dtype=self.dtype)
+            for m in range(t.accum_steps):
+                x0, cond, g = self.micro_batch(self.step, m)
+                sync = not self.dist.distributed or m == t.accum_steps - 1
+                with contextlib.nullcontext() if sync else self.ddp_net.no_sync():
+                    loss = self.loss_fn(self.model, x0, generator=g, cond=cond)
+                    (loss / t.accum_steps).backward()
+                total += loss.detach() / t.accum_steps
+        grad_norm = clip_grad_norm(self.params, t.grad_clip) if t.grad_clip >= 0 else None
         self.optimizer.step()
         self.ema.update()
         self.step += 1
