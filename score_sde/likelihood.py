@@ -212,15 +212,16 @@ class _AugmentedPFODE:
     to keep, the schedule f(t), g(t)^2 enters as Python floats and the drift is formed outside autograd,
     so each call costs one forward and the vector-Jacobian products of the divergence, little else."""
 
-    def __init__(self, sde, score, divergence, probes, chunk_size, create_graph, work_dtype):
-        self.sde, self.score, self.work = sde, score, work_dtype
+    def __init__(self, sde, score, divergence, probes, chunk_size, create_graph, work_dtype, shape):
+        self.sde, self.score, self.work, self.shape = sde, score, work_dtype, shape
+        self.n = math.prod(shape)  # the flat state is [x.flatten(), Delta]: n + B entries
         self.divergence, self.probes, self.chunk_size = divergence, probes, chunk_size
         self.probes_work = None if probes is None else probes.to(work_dtype)
         self.create_graph = create_graph  # None: decided at the first call
         self.vjp = _VJP()
 
-    def __call__(self, t, state):
-        xs = state[0]  # the state, in the state dtype; the score sees it in the work dtype
+    def __call__(self, t, y):
+        xs = y[: self.n].view(self.shape)  # in the state dtype; the score sees x in the work dtype
         x = xs.to(self.work)
         B, D = x.shape[0], flat_dim(x)
         # odeint_clamped keeps t inside [eps, T]. When the state carries a graph so does t (torchdiffeq's
@@ -247,9 +248,23 @@ class _AugmentedPFODE:
             s, div_s = s.detach(), div_s.detach()
         s, div_s = s.to(xs.dtype), div_s.to(xs.dtype)
         if isinstance(f, float):
-            return f * xs - (0.5 * g2) * s, (0.5 * g2) * div_s.neg() + D * f
+            return torch.cat(((f * xs - (0.5 * g2) * s).reshape(-1), (0.5 * g2) * div_s.neg() + D * f))
         f, g2 = f.to(xs.dtype), g2.to(xs.dtype)
-        return bcast(f, xs) * xs - 0.5 * bcast(g2, xs) * s, D * f - 0.5 * g2 * div_s
+        return torch.cat(((bcast(f, xs) * xs - 0.5 * bcast(g2, xs) * s).reshape(-1), D * f - 0.5 * g2 * div_s))
+
+
+def _split_norm(n: int) -> Callable:
+    """torchdiffeq error norm of the flat state [x.flatten(), Delta]: the larger of the RMS error ratios of the x
+    part and of the Delta part, so that neither the data (n entries) nor the log-density (B entries) drowns
+    the other (the norm torchdiffeq applies to a tuple state, without its tuple bookkeeping)."""
+    rn = 1.0 / math.sqrt(n)
+
+    def norm(r: torch.Tensor) -> torch.Tensor:
+        return torch.maximum(
+            torch.linalg.vector_norm(r[:n]) * rn, torch.linalg.vector_norm(r[n:]) / math.sqrt(r.numel() - n)
+        )
+
+    return norm
 
 
 def _solve_augmented(
@@ -258,15 +273,17 @@ def _solve_augmented(
     """(z, Delta, nfe): the augmented state at T in ``state_dtype``; the score is evaluated in x's dtype."""
     score = CountingScore(score_fn)
     probes = None if probes is None else probes.to(state_dtype)
-    func = _AugmentedPFODE(sde, score, divergence, probes, chunk_size, create_graph, x.dtype)
+    func = _AugmentedPFODE(sde, score, divergence, probes, chunk_size, create_graph, x.dtype, tuple(x.shape))
     if create_graph is False:
         x = x.detach()
     x = x.to(state_dtype)
     times = torch.tensor([eps, sde.T], dtype=x.dtype, device=x.device)
     options = _land_on_end(options, method, sde.T)
+    if method in ADAPTIVE_METHODS and "norm" not in options:
+        options = {**options, "norm": _split_norm(func.n)}
     sol = odeint_clamped(
         func,
-        (x, x.new_zeros(x.shape[0])),
+        torch.cat((x.reshape(-1), x.new_zeros(x.shape[0]))),
         times,
         lo=eps,
         hi=sde.T,
@@ -275,7 +292,7 @@ def _solve_augmented(
         method=method,
         options=options,
     )
-    z, delta = sol.y
+    z, delta = sol.y[: func.n].view(x.shape), sol.y[func.n :]
     return z, delta, score.nfe
 
 
