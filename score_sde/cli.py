@@ -277,45 +277,6 @@ register_subcommand(
 )
 
 
-# ---------------------------------------------------------------------------------------------
-# figures: the paper_figures/ folder of a source checkout (next to the package); its options and
-# its runner live there (paper_figures/run_all.py), so this is only the hook.
-
-
-def _paper_figures_runner():
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    if not os.path.isfile(os.path.join(root, "paper_figures", "run_all.py")):
-        return None
-    if root not in sys.path:
-        sys.path.insert(0, root)
-    from paper_figures import run_all
-
-    return run_all
-
-
-def _figures_args(p: argparse.ArgumentParser) -> None:
-    runner = _paper_figures_runner()
-    if runner is not None:
-        runner.add_arguments(p)
-
-
-def _run_figures(args) -> int:
-    runner = _paper_figures_runner()
-    if runner is None:
-        raise UsageError("'score-sde figures' needs a source checkout (paper_figures/ next to score_sde/)")
-    return runner.run_from_args(args)
-
-
-register_subcommand(
-    "figures", "regenerate the paper's figures and tables (paper_figures/)", _figures_args, _run_figures
-)
-
-# train-classifier: the noise-conditional classifier of classifier guidance (score_sde/guidance_cli.py)
-from .guidance_cli import register as _register_guidance_commands  # noqa: E402
-
-_register_guidance_commands()
-
-
 def _figures_module():
     """``paper_figures.run_all`` when importable, or found next to the package in a source checkout."""
     import importlib
