@@ -169,7 +169,7 @@ def _divergence_hutchinson(s, x, probes: torch.Tensor, probes_acc: torch.Tensor,
     cotangents), probes_acc: the same in the dtype the products are summed in."""
     k, B = probes.shape[0], x.shape[0]
     rows = vjp(s, x, probes, create_graph, last=True).to(probes_acc.dtype)
-    return torch.einsum("kbi,kbi->b", rows.reshape(k, B, -1), probes_acc.reshape(k, B, -1)) / k
+    return (rows * probes_acc).reshape(k, B, -1).sum((0, 2)) / k
 
 
 def _draw_probes(x: torch.Tensor, k: int, noise: str, generator: Generator) -> torch.Tensor:
