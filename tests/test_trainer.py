@@ -210,3 +210,19 @@ def test_image_configs_build_their_networks(name, shape):
     assert net.num_res_blocks == cfg.model.num_res_blocks and net.ch == cfg.model.ch
     if name.startswith("cifar10_ddpmpp"):
         assert 50e6 < sum(p.numel() for p in net.parameters()) < 80e6  # DDPM++ cont. has ~62M parameters
+
+
+@pytest.mark.parametrize("p, trained", [(0.0, False), (0.5, True)])
+def test_cond_drop_trains_the_null_label(p, trained):
+    """training.cond_drop replaces labels by the null label (index num_classes) for classifier-free guidance."""
+    tr = Trainer(tiny("model.num_classes=8", f"training.cond_drop={p}", "training.n_iters=1"))
+    assert tr.labels is not None
+    tr.train_step()
+    emb = next(m for m in tr.net.modules() if isinstance(m, torch.nn.Embedding))
+    null_grad = emb.weight.grad[8].abs().sum().item()
+    assert (null_grad > 0) == trained
+
+
+def test_cond_drop_out_of_range_is_rejected():
+    with pytest.raises(ValueError, match=r"training\.cond_drop"):
+        Trainer(tiny("model.num_classes=8", "training.cond_drop=1.5"))

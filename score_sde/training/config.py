@@ -150,6 +150,8 @@ class TrainingConfig:
         ``g2`` (likelihood weighting), ``none``. target: ``eps``, ``x0``, ``v``, ``score``.
     importance_sampling: draw t from g^2/sigma^2 (with ``g2`` weighting). reduce: ``mean`` or ``sum``.
     eps: smallest training time (1e-5). seed: seed of initialisation, batches and noise.
+    cond_drop: probability of replacing a class label by the null label (``model.num_classes``) during
+        training, for classifier-free guidance (Ho & Salimans 2021 use 0.1-0.2; 0 disables).
     log_every, ckpt_every, sample_every, eval_every: periods in steps (0 disables samples / eval).
     keep_ckpts: number of checkpoints kept. device: ``auto``, ``cpu``, ``cuda``, ``cuda:1``.
     dtype: ``float32`` or ``float64``. progress: tqdm progress bar on rank 0.
@@ -173,6 +175,7 @@ class TrainingConfig:
     reduce: str = "mean"
     eps: float = 1e-5
     seed: int = 42
+    cond_drop: float = 0.0
     log_every: int = 50
     ckpt_every: int = 10000
     keep_ckpts: int = 3
@@ -503,6 +506,10 @@ def validate(cfg: Config, check_files: bool = True) -> Config:
     _positive("training.adam_eps", t.adam_eps)
     _positive("training.weight_decay", t.weight_decay, strict=False)
     _positive("training.eps", t.eps)
+    if not 0.0 <= t.cond_drop <= 1.0:
+        raise ValueError(f"config key 'training.cond_drop' must lie in [0, 1]; got {t.cond_drop!r}")
+    if t.cond_drop > 0 and not m.num_classes:
+        raise ValueError("config key 'training.cond_drop' needs a class-conditional model (model.num_classes > 0)")
     for k in ("log_every", "ckpt_every"):
         _positive(f"training.{k}", getattr(t, k))
     for k in ("sample_every", "eval_every"):

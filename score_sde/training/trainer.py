@@ -34,6 +34,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from ..guidance import drop_condition
 from ..score import ScoreModel
 from ..sde import VESDE, VPSDE, SubVPSDE
 from .checkpoint import (
@@ -507,6 +508,8 @@ class Trainer:
             flip = torch.rand(x0.shape[0], generator=g, device=self.device) < 0.5
             x0 = torch.where(flip.view(-1, 1, 1, 1), x0.flip(-1), x0)
         cond = self.labels[idx] if self.labels is not None else None
+        if cond is not None and self.cfg.training.cond_drop > 0:  # classifier-free guidance training
+            cond = drop_condition(cond, self.cfg.training.cond_drop, null_label=self.cfg.model.num_classes, generator=g)
         return x0, cond, g
 
     # -- one step -------------------------------------------------------------------------------
