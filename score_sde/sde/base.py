@@ -19,6 +19,7 @@ Time convention: ``t`` in ``[0, T]``, ``T = 1``, shape ``[B]`` (or a scalar).
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -29,7 +30,7 @@ from ..utils import as_time, bcast, check_finite, check_same_batch, check_time, 
 ScoreFn = Callable[..., torch.Tensor]
 
 
-class LinearSDE:
+class LinearSDE(ABC):
     """Base class of the forward SDEs (VP, sub-VP, VE, general linear).
 
     Attributes:
@@ -46,20 +47,21 @@ class LinearSDE:
     supports_ancestral: bool = False
 
     # ---- schedule (implemented by subclasses, elementwise on a time tensor) -------------------
-    def log_alpha(self, t: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def log_alpha(self, t: torch.Tensor) -> torch.Tensor:
+        """ln alpha(t), the log of the kernel mean coefficient."""
 
-    def dlog_alpha_dt(self, t: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+    @abstractmethod
+    def dlog_alpha_dt(self, t: torch.Tensor) -> torch.Tensor:
         """The drift coefficient f(t) = d ln alpha / dt."""
-        raise NotImplementedError
 
-    def sigma(self, t: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+    @abstractmethod
+    def sigma(self, t: torch.Tensor) -> torch.Tensor:
         """Kernel standard deviation sigma(t)."""
-        raise NotImplementedError
 
-    def g2(self, t: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+    @abstractmethod
+    def g2(self, t: torch.Tensor) -> torch.Tensor:
         """Squared diffusion coefficient g(t)^2."""
-        raise NotImplementedError
 
     # ---- derived schedule view -----------------------------------------------------------------
     def _t(self, t) -> torch.Tensor:

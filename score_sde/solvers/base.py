@@ -93,10 +93,15 @@ class Stepper:
 
     def step(
         self, ctx: Context, x: torch.Tensor, t: torch.Tensor, t_next: torch.Tensor, i: int, last: bool
-    ) -> StepOutput:  # pragma: no cover - abstract
+    ) -> StepOutput:
         """Advance x from grid time t to t_next (both 0-d float64 tensors). ``last`` marks the final
-        step: stochastic steppers then return their mean without drawing noise (the denoising step)."""
-        raise NotImplementedError
+        step: stochastic steppers then return their mean without drawing noise (the denoising step).
+
+        Every predictor and fast solver overrides this; correctors only provide ``correct`` and run
+        inside :class:`~score_sde.solvers.correctors.PCStepper`."""
+        raise TypeError(
+            f"{type(self).__name__} has no step rule of its own (a corrector?); use it inside sampler='pc'"
+        )
 
     def nfe(self, steps: int) -> int:
         """Exact NFE of ``steps`` steps (override when the last or first step differs)."""
