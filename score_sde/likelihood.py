@@ -21,6 +21,22 @@ integrated forward from ``eps`` to ``T`` with torchdiffeq (adaptive dopri5 by de
 With an exact score and the exact divergence this is the exact ``log p_eps(x)`` up to the ODE's
 tolerance and the prior mismatch ``log p_T - log pi`` (about 2e-5 nats/dim for VP with beta_max = 20).
 
+Defaults, chosen by measurement (benchmarks/likelihood_vs_official.py, README "Likelihood"):
+
+- one score evaluation per right-hand-side call serves both the drift and the divergence (the
+  official code calls the network twice: a no-grad forward for the drift, then a second forward
+  and a backward for the divergence);
+- the ODE state is one flat float64 tensor ``[x.flatten(), Delta]`` whatever the data dtype
+  (``state_dtype``); the score still sees x in the data's dtype. The divergence of the PF drift,
+  ``D f(t) - 1/2 g^2 div s``, is a difference of two terms of size ~D beta(t), so a float32 state
+  carries ~1e-6 nats/dim of round-off in Delta whatever the tolerance, and its noisy error estimates
+  cost extra steps;
+- the error norm is the larger of the RMS error ratios of the x part and of the Delta part;
+- dopri5 in the time variable t. Integrating in the log-SNR lambda, in -ln alpha or in sqrt(t), with
+  or without x~ = x / alpha (the log-determinant then shifts by D ln alpha exactly), gave the same
+  error-vs-NFE curve on the benchmark mixtures, and dopri8 / bosh3 needed more NFE at the official
+  loop's accuracy (~1e-4 nats/dim), so none of these is the default.
+
 The adaptive solver shares one step size across the batch, so NFE (and the result, within
 tolerance) depend on the other samples in the batch; ``per_sample=True`` solves each sample on its
 own. No ``torch.no_grad`` is hidden here: when gradients are enabled and ``x`` or the score's
@@ -332,7 +348,8 @@ def log_likelihood(
             themselves, a tensor [k, B, ...] (or [B, ...] for one), e.g. to share them between runs.
         noise: Hutchinson probe law, ``"rademacher"`` (default; never worse than Gaussian) or ``"gaussian"``.
         generator: a ``torch.Generator``, B per-sample generators, or None (torch's global RNG) for the probes.
-        method, options: torchdiffeq method (``"dopri5"``) and its options.
+        method, options: torchdiffeq method (``"dopri5"``) and its options (a ``norm`` given there receives
+            the error ratios of the flat state ``[x.flatten(), Delta]``, shape [B*D + B]).
         chunk_size: dimensions per batched vector-Jacobian product of the exact divergence
             (default: as many as keep the cotangents near 2^22 entries).
         per_sample: solve each sample on its own (batch-independent steps, NFE summed over samples).
