@@ -96,7 +96,7 @@ def test_two_ranks_match_each_other_and_one_process(tmp_path):
     assert [r.split(",")[0] for r in rows[1:]] == ["2", "4", "6"]
 
 
-@pytest.mark.slow  # four torchrun launches: about 30 s on an idle 2-core machine
+# four torchrun launches: about 15-30 s on an idle 2-core machine
 def test_cli_train_sample_likelihood_under_torchrun(tmp_path):
     cfg_path = tmp_path / "tiny.yaml"
     save_config(load_config(None, TINY), cfg_path)

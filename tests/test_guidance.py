@@ -479,7 +479,7 @@ def test_imputation_hook_wraps_the_fast_solvers(sampler):
     assert res.x[:, 1].var() < 0.7 * gmm.moments()[1][1, 1]
 
 
-@pytest.mark.slow
+# about 20 s on an idle 2-core machine
 def test_digits_conditional_generation(tmp_path):
     """The digits acceptance (benchmarks/digits_conditional.py, its fast setting, about a minute):
     a clean logistic-regression classifier labels >= 90% of classifier-free-guided and of

@@ -1,7 +1,7 @@
 """Every sampler, driven by the exact score of a 2-D Gaussian mixture, reproduces the data.
 
 For each sampler and SDE (VP here and VE in test_samplers_mixture_ve.py by default; sub-VP where
-it applies, marked slow), 10^4
+it applies), 10^4
 samples are drawn starting from exact samples of p_T (so that the test measures the sampler, not
 the small prior mismatch p_T != N(0, prior_std^2 I)) and compared with exact samples of p_eps:
 
@@ -37,7 +37,7 @@ SAMPLERS = {
 }
 CASES = [pytest.param(name, "vp", id=f"{name}-vp") for name in SAMPLERS]
 CASES += [
-    pytest.param(name, "subvp", id=f"{name}-subvp", marks=pytest.mark.slow) for name in SAMPLERS if name != "ancestral"
+    pytest.param(name, "subvp", id=f"{name}-subvp") for name in SAMPLERS if name != "ancestral"
 ]
 
 

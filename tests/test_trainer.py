@@ -175,7 +175,7 @@ def _load_main_job():
     return mod
 
 
-@pytest.mark.slow  # about 25 s on an idle 2-core machine
+# about 10-25 s on an idle 2-core machine
 def test_main_job_short(tmp_path):
     """A short main job: the ODE test NLL beats a fitted Gaussian and samples pass the MMD test."""
     r = _load_main_job().run(
