@@ -205,10 +205,8 @@ def sample(
         steps = max(s for s in range(1, nfe + 1) if stepper.nfe(s) <= nfe) if stepper.nfe(1) <= nfe else None
         if steps is None:
             raise ValueError(f"nfe = {nfe} is below one step of {stepper.name} ({stepper.nfe(1)} NFE)")
-    if grid is None:
-        grid = spec.default_grid if steps is not None or spec.default_grid != "discrete" else "discrete"
-        if grid == "discrete" and steps is not None:
-            grid = "uniform"
+    if grid is None:  # the chain's own grid only when no step count is asked for
+        grid = "uniform" if spec.default_grid == "discrete" and steps is not None else spec.default_grid
     if steps is None:
         steps = sde.N
     # a stepper may shape its own grid (e.g. a final denoising step to t = 0); otherwise the shared one
