@@ -71,28 +71,46 @@ def _check_x0(x0) -> None:
     check_finite(x0, "x0")
 
 
-def _rand(B: int, generator: Generator, like: torch.Tensor) -> torch.Tensor:
-    """U[0, 1) draws [B]; ``generator`` may be one generator or B per-sample generators."""
-    # draws happen on the generator's device (a CPU generator works for CUDA data), then move
+def _per_sample(draw: Callable, B: int, generator: Generator, device) -> torch.Tensor:
+    """[B] draws ``draw(n, generator, gen_device)`` from None / one generator / B per-sample generators.
+
+    Draws happen on the generator's device (a CPU generator works for CUDA data), then move to ``device``.
+    """
     if generator is None:
-        return torch.rand(B, dtype=like.dtype, device=like.device)
+        return draw(B, None, device)
     if isinstance(generator, torch.Generator):
-        return torch.rand(B, generator=generator, dtype=like.dtype, device=generator.device).to(like.device)
+        return draw(B, generator, generator.device).to(device)
     gens = list(generator)
     if len(gens) != B:
         raise ValueError(f"got {len(gens)} per-sample generators for a batch of {B}")
-    return torch.cat([torch.rand(1, generator=g, dtype=like.dtype, device=g.device).to(like.device) for g in gens])
+    return torch.cat([draw(1, g, g.device).to(device) for g in gens])
+
+
+def _rand(B: int, generator: Generator, like: torch.Tensor) -> torch.Tensor:
+    """U[0, 1) draws [B]; ``generator`` may be one generator or B per-sample generators."""
+
+    def draw(n, g, dev):
+        return torch.rand(n, generator=g, dtype=like.dtype, device=dev)
+
+    return _per_sample(draw, B, generator, like.device)
 
 
 def _randint(N: int, B: int, generator: Generator, device) -> torch.Tensor:
-    if generator is None:
-        return torch.randint(0, N, (B,), device=device)
-    if isinstance(generator, torch.Generator):
-        return torch.randint(0, N, (B,), generator=generator, device=generator.device).to(device)
-    gens = list(generator)
-    if len(gens) != B:
-        raise ValueError(f"got {len(gens)} per-sample generators for a batch of {B}")
-    return torch.cat([torch.randint(0, N, (1,), generator=g, device=g.device).to(device) for g in gens])
+    """Uniform indices in 0..N-1 [B]; ``generator`` as for :func:`_rand`."""
+
+    def draw(n, g, dev):
+        return torch.randint(0, N, (n,), generator=g, device=dev)
+
+    return _per_sample(draw, B, generator, device)
+
+
+def _noise(x0: torch.Tensor, noise: torch.Tensor | None, generator: Generator) -> torch.Tensor:
+    """z [B, ...]: the given ``noise`` (checked against x0's shape) or fresh standard normal draws."""
+    if noise is None:
+        return randn_like(x0, generator)
+    if noise.shape != x0.shape:
+        raise ValueError(f"noise must have the shape of x0 {tuple(x0.shape)}; got {tuple(noise.shape)}")
+    return noise
 
 
 def _reduce(sq: torch.Tensor, reduce: str) -> torch.Tensor:
@@ -143,6 +161,11 @@ def loss_weight(sde: LinearSDE, t: torch.Tensor, weighting: str | Callable) -> t
 
 
 # ---- time sampling -----------------------------------------------------------------------------
+def _log_snr_range(sde: LinearSDE, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(lambda_snr(eps), lambda_snr(T)) in float64: the ends of the importance proposal's lambda_snr range."""
+    return sde.log_snr(torch.tensor(eps, dtype=torch.float64)), sde.log_snr(torch.tensor(sde.T, dtype=torch.float64))
+
+
 def sample_time(
     sde: LinearSDE,
     B: int,
@@ -165,8 +188,7 @@ def sample_time(
     T = sde.T
     if not importance_sampling:
         return eps + (T - eps) * u, torch.ones_like(u)
-    hi = sde.log_snr(torch.tensor(eps, dtype=torch.float64))
-    lo = sde.log_snr(torch.tensor(T, dtype=torch.float64))
+    hi, lo = _log_snr_range(sde, eps)
     lam = lo + (hi - lo) * u.to(torch.float64)
     t = sde.t_from_log_snr(lam).clamp(eps, T)
     density = sde.g2(t) / sde.sigma(t) ** 2 / (2 * (hi - lo))
@@ -178,8 +200,7 @@ def importance_cdf(sde: LinearSDE, t: torch.Tensor, eps: float = 1e-5) -> torch.
     """CDF of the importance distribution p(t) proportional to g^2 / sigma^2 on [eps, T]:
     (lambda_snr(eps) - lambda_snr(t)) / (lambda_snr(eps) - lambda_snr(T))."""
     t = torch.as_tensor(t, dtype=torch.float64)
-    hi = sde.log_snr(torch.tensor(eps, dtype=torch.float64))
-    lo = sde.log_snr(torch.tensor(sde.T, dtype=torch.float64))
+    hi, lo = _log_snr_range(sde, eps)
     return (hi - sde.log_snr(t)) / (hi - lo)
 
 
@@ -236,10 +257,7 @@ def per_sample_dsm(
         if (t <= 0).any():
             raise ValueError(f"t must be > 0 (sigma(0) = 0); got t = {t.min().item()!r}")
         w_is = torch.ones_like(t)
-    if noise is None:
-        noise = randn_like(x0, generator)
-    elif noise.shape != x0.shape:
-        raise ValueError(f"noise must have the shape of x0 {tuple(x0.shape)}; got {tuple(noise.shape)}")
+    noise = _noise(x0, noise, generator)
     alpha, sigma = sde.alpha(t).to(x0), sde.sigma(t).to(x0)
     xt = bcast(alpha, x0) * x0 + bcast(sigma, x0) * noise
     out, kind = raw(xt, t, cond)
@@ -320,10 +338,7 @@ def ddpm_loss(
         raise ValueError(f"ddpm_loss needs a VP SDE with a DDPM chain (VPSDE or DiscreteVPSDE); got {sde!r}")
     B = x0.shape[0]
     i = _index(i, sde.N, B, generator, x0.device)
-    if noise is None:
-        noise = randn_like(x0, generator)
-    elif noise.shape != x0.shape:
-        raise ValueError(f"noise must have the shape of x0 {tuple(x0.shape)}; got {tuple(noise.shape)}")
+    noise = _noise(x0, noise, generator)
     abar = sde.alphas_cumprod.to(device=x0.device, dtype=x0.dtype)[i]
     a, s = torch.sqrt(abar), torch.sqrt(1 - abar)
     xt = bcast(a, x0) * x0 + bcast(s, x0) * noise
@@ -358,10 +373,7 @@ def smld_loss(
         raise ValueError(f"smld_loss needs a VESDE (the SMLD chain); got {sde!r}")
     B = x0.shape[0]
     i = _index(i, sde.N, B, generator, x0.device)
-    if noise is None:
-        noise = randn_like(x0, generator)
-    elif noise.shape != x0.shape:
-        raise ValueError(f"noise must have the shape of x0 {tuple(x0.shape)}; got {tuple(noise.shape)}")
+    noise = _noise(x0, noise, generator)
     sig = sde.discrete_sigmas.to(device=x0.device, dtype=x0.dtype)[i]
     xt = x0 + bcast(sig, x0) * noise
     t = sde.index_to_time(i.cpu()).to(device=x0.device, dtype=x0.dtype)
