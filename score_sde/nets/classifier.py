@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .embeddings import LabelEmbedding
+from .embeddings import LabelEmbedding, batch_labels
 from .mlp import _check_int, make_activation
 from .unet import group_norm
 
@@ -91,11 +91,7 @@ class NoiseConditionalClassifier(nn.Module):
             shape = tuple(x.shape) if torch.is_tensor(x) else type(x).__name__
             raise ValueError(f"x must have shape [B, *{self.shape}]; got {shape}")
         B = x.shape[0]
-        labels = torch.as_tensor(labels, device=x.device)
-        if labels.ndim == 0:
-            labels = labels.expand(B)
-        if labels.shape != (B,):
-            raise ValueError(f"labels must have shape [B] = [{B}]; got {tuple(labels.shape)}")
+        labels = batch_labels(labels, B, x.device)
         e = self.temb(self.embed(labels, x.dtype))
         if len(self.shape) == 1:
             h = self.inp(x)

@@ -48,6 +48,16 @@ def _as_labels(labels: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return labels
 
 
+def batch_labels(labels, B: int, device) -> torch.Tensor:
+    """Labels as a [B] tensor on ``device``: a scalar is expanded to [B]; any other shape but [B] raises."""
+    labels = torch.as_tensor(labels, device=device)
+    if labels.ndim == 0:
+        labels = labels.expand(B)
+    if labels.shape != (B,):
+        raise ValueError(f"labels must have shape [B] = [{B}]; got {tuple(labels.shape)}")
+    return labels
+
+
 class SinusoidalEmbedding(nn.Module):
     """Sinusoidal features of a label vector: ``[B] -> [B, dim]`` (see the module docstring).
 

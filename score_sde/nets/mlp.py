@@ -18,7 +18,7 @@ import math
 import torch
 from torch import nn
 
-from .embeddings import LabelEmbedding
+from .embeddings import LabelEmbedding, batch_labels
 
 ACTIVATIONS = {"silu": nn.SiLU, "swish": nn.SiLU, "relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "elu": nn.ELU}
 
@@ -165,11 +165,7 @@ class MLPScoreNet(nn.Module):
             shape = tuple(x.shape) if torch.is_tensor(x) else type(x).__name__
             raise ValueError(f"x must have shape [B, {self.dim}] (or [B, ...] holding {self.dim} entries); got {shape}")
         B = x.shape[0]
-        labels = torch.as_tensor(labels, device=x.device)
-        if labels.ndim == 0:
-            labels = labels.expand(B)
-        if labels.shape != (B,):
-            raise ValueError(f"labels must have shape [B] = [{B}]; got {tuple(labels.shape)}")
+        labels = batch_labels(labels, B, x.device)
         e = self.temb(self.embed(labels, x.dtype))
         e = self.cond(e, cond)
         h = self.inp(x.reshape(B, self.dim))

@@ -53,7 +53,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .embeddings import LabelEmbedding
+from .embeddings import LabelEmbedding, batch_labels
 from .mlp import ClassConditioning, _check_int, make_activation
 
 RESBLOCKS = ("ddpm", "biggan")
@@ -426,11 +426,7 @@ class UNet(nn.Module):
             shape = tuple(x.shape) if torch.is_tensor(x) else type(x).__name__
             raise ValueError(f"x must have shape [B, {self.in_channels}, H, W]; got {shape}")
         B, _, H, W = x.shape
-        labels = torch.as_tensor(labels, device=x.device)
-        if labels.ndim == 0:
-            labels = labels.expand(B)
-        if labels.shape != (B,):
-            raise ValueError(f"labels must have shape [B] = [{B}]; got {tuple(labels.shape)}")
+        labels = batch_labels(labels, B, x.device)
         if context is not None:
             if self.context_dim is None:
                 raise ValueError("context was given but this UNet has context_dim=None (no cross-attention)")
