@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import math
 import os
 
 import torch
@@ -49,7 +50,7 @@ def build_classifier(shape, num_classes: int, arch: str = "auto", hidden: int = 
         raise ValueError(f"arch 'conv' needs image data [C, H, W]; got shape {shape}")
     if arch == "conv":
         return NoiseConditionalClassifier(shape, num_classes, hidden=hidden, depth=depth, ch=ch)
-    return _Flatten(NoiseConditionalClassifier((int(torch.tensor(shape).prod()),), num_classes, hidden, depth))
+    return _Flatten(NoiseConditionalClassifier((math.prod(shape),), num_classes, hidden, depth))
 
 
 class _Flatten(torch.nn.Module):
@@ -122,8 +123,8 @@ def _run(args) -> int:
     with open(os.path.join(args.workdir, "accuracy_vs_noise.csv"), "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["t", "sigma", "accuracy"])
-        for t, a in zip(times.tolist(), acc.tolist()):
-            w.writerow([f"{t:.6g}", f"{float(sde.sigma(torch.tensor(t, dtype=torch.float64))):.6g}", f"{a:.4f}"])
+        for t, sig, a in zip(times.tolist(), sde.sigma(times).tolist(), acc.tolist()):
+            w.writerow([f"{t:.6g}", f"{sig:.6g}", f"{a:.4f}"])
     print(
         f"{args.workdir}: trained a noise-conditional classifier on {args.data} ({len(train)} points, "
         f"{args.steps} steps, last loss {sum(losses[-50:]) / len(losses[-50:]):.4f}); held-out accuracy "
