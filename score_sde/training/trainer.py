@@ -703,7 +703,7 @@ class Trainer:
                 )
                 window.zero_()
                 n_window = 0
-                bar.set_postfix(loss=f"{float(mean_loss):.4g}")
+                bar.set_postfix(loss=f"{row['loss']:.4g}")
             if t.eval_every and (step % t.eval_every == 0 or step == n_iters):
                 row.update(self.evaluate())
             if row:
