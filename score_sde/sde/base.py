@@ -150,6 +150,21 @@ class LinearSDE(ABC):
         drift, diffusion = self.sde(x, t)
         return drift * dt, diffusion * math.sqrt(dt)
 
+    def reverse_drift(self, x: torch.Tensor, t: torch.Tensor, s: torch.Tensor, probability_flow: bool = True):
+        """The one formula of the reverse-time drifts, given a score value ``s`` (shape like x):
+
+            f(t) x - 1/2 g(t)^2 s     (probability-flow ODE, Song et al. 2021 eq. 13), or
+            f(t) x - g(t)^2 s         (reverse SDE, eq. 6; ``probability_flow=False``).
+
+        ``t`` is a time tensor of shape [B] or a 0-d tensor (one time for the whole batch: the
+        coefficients then stay 0-d and take x's dtype in the products, with no host sync). The result
+        is differentiable in x, t and s. Used by :class:`ReverseSDE` and the ``ode`` sampler.
+        """
+        f, g2 = self.dlog_alpha_dt(t), self.g2(t)
+        if t.ndim:
+            f, g2 = bcast(f, x), bcast(g2, x)
+        return f * x - ((0.5 if probability_flow else 1.0) * g2) * s
+
     def reverse(self, score_fn: ScoreFn, probability_flow: bool = False) -> ReverseSDE:
         """The reverse-time SDE (or the probability-flow ODE) driven by ``score_fn(x, t)``."""
         return ReverseSDE(self, score_fn, probability_flow)
@@ -201,10 +216,7 @@ class ReverseSDE:
 
     def drift(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         t = as_time(t, x)
-        s = self.score_fn(x, t)
-        f = bcast(self.forward.dlog_alpha_dt(t), x) * x
-        g2 = bcast(self.forward.g2(t), x)
-        return f - (0.5 if self.probability_flow else 1.0) * g2 * s
+        return self.forward.reverse_drift(x, t, self.score_fn(x, t), self.probability_flow)
 
     def diffusion(self, t: torch.Tensor) -> torch.Tensor:
         g = torch.sqrt(self.forward.g2(t))

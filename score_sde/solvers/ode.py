@@ -54,17 +54,15 @@ def probability_flow_drift(sde: LinearSDE, score_fn: Callable) -> Callable:
         score_fn: ``score_fn(x, t)`` -> grad log p_t(x), t of shape [B].
     Returns:
         ``rhs(t, x) = f(t) x - 1/2 g(t)^2 score_fn(x, t)`` for a 0-d time tensor t and x [B, ...];
-        the result has the shape of x. ``rhs`` is differentiable (no ``no_grad`` inside), so it can
+        the result has the shape of x (:meth:`LinearSDE.reverse_drift` with a 0-d t, so the schedule
+        stays on x's device). ``rhs`` is differentiable in x and t (no ``no_grad`` inside), so it can
         be used for divergences / adjoints.
     """
 
     def rhs(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         t = torch.as_tensor(t, dtype=torch.float64)
         tv = t.to(device=x.device, dtype=x.dtype).expand(x.shape[0])
-        s = score_fn(x, tv)
-        f = float(sde.dlog_alpha_dt(t))
-        g2 = float(sde.g2(t))
-        return f * x - (0.5 * g2) * s
+        return sde.reverse_drift(x, t, score_fn(x, tv))
 
     return rhs
 
