@@ -60,7 +60,7 @@ def run(cfg: Config, ctx: common.Context) -> common.Report:
     sig_min = 1e-3
     ve = ss.VESDE(sig_min, cfg.sigma_first, N=cfg.levels)
     sigmas = torch.exp(torch.linspace(math.log(cfg.sigma_first), math.log(cfg.sigma_last), cfg.levels))
-    t_levels = torch.log(sigmas / sig_min) / math.log(cfg.sigma_first / sig_min)
+    t_levels = ve.t_from_sigma_tilde(sigmas)  # VE: sigma~ = sigma, inverted in closed form
     grid = torch.cat([t_levels, torch.tensor([1e-6])])  # the last step only carries x to the end
     r = math.sqrt(cfg.step / (4 * cfg.sigma_last**2))
     common_kw = dict(sampler="pc", predictor="none", corrector="annealed_langevin", generator=g)
