@@ -156,23 +156,20 @@ def resolve_device(name: str) -> torch.device:
 
 
 def scaling_to_plain(scaling) -> dict | None:
-    """A data-scaling object as a plain dict (for weights_only checkpoints)."""
+    """A :class:`~score_sde.data_scaling.DataScaling` as a plain dict (for weights_only checkpoints)."""
     if scaling is None:
         return None
-    if hasattr(scaling, "to_dict"):
-        return dict(scaling.to_dict())
-    if dataclasses.is_dataclass(scaling):
-        return dataclasses.asdict(scaling)
-    raise TypeError(f"can not store a data scaling of type {type(scaling).__name__}")
+    if not dataclasses.is_dataclass(scaling):
+        raise TypeError(f"can not store a data scaling of type {type(scaling).__name__}")
+    return dataclasses.asdict(scaling)
 
 
 def scaling_from_plain(d: dict | None):
+    """The :class:`~score_sde.data_scaling.DataScaling` stored by :func:`scaling_to_plain` (None stays None)."""
     if d is None:
         return None
-    from ..likelihood import DataScaling
+    from ..data_scaling import DataScaling
 
-    if hasattr(DataScaling, "from_dict"):
-        return DataScaling.from_dict(d)
     return DataScaling(**d)
 
 
@@ -556,7 +553,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "rng": rng_state(),
             "config": self.cfg.to_dict(),
-            "data_scaling": scaling_to_plain(getattr(self.train_set, "scaling", None)),
+            "data_scaling": scaling_to_plain(self.train_set.scaling),
             "data_shape": list(self.shape),
             "world_size": self.dist.world_size,
         }
