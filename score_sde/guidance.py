@@ -374,13 +374,13 @@ class ClassifierGuidance:
             raise ValueError("classifier guidance needs target labels: pass cond= (an int or [B] labels)")
         t = as_time(t, x)
         s = self.score_fn(x, t, cond) if self.conditional else self.score_fn(x, t)
-        w = torch.full_like(t, self.scale)
         inside = _in_interval(t, self.interval)
-        if inside is not None:
-            w = torch.where(inside, w, torch.zeros_like(w))
-            if not inside.any():
-                return s
-        return s + bcast(w, x).to(s) * self.log_prob_grad(x, t, cond).to(s)
+        if inside is None:
+            return s + self.scale * self.log_prob_grad(x, t, cond).to(s)
+        if not inside.any():
+            return s
+        w = torch.where(inside, self.scale, 0.0).to(s)
+        return s + bcast(w, x) * self.log_prob_grad(x, t, cond).to(s)
 
 
 # ---------------------------------------------------------------------------------------------
