@@ -830,11 +830,12 @@ def train_noisy_classifier(
         loss.backward()
         opt.step()
         sched.step()
-        losses.append(loss.item())
+        losses.append(loss.detach())  # no host sync per step; converted once at the end
         if log_every and (i + 1) % log_every == 0:
-            print(f"classifier step {i + 1}/{steps}: loss {sum(losses[-log_every:]) / log_every:.4f}")
+            recent = torch.stack(losses[-log_every:]).tolist()
+            print(f"classifier step {i + 1}/{steps}: loss {sum(recent) / log_every:.4f}")
     classifier.eval()
-    return losses
+    return torch.stack(losses).tolist()
 
 
 def accuracy_vs_noise(
