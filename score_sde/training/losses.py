@@ -51,10 +51,7 @@ from ..score import ScoreModel, convert
 from ..sde import VESDE, VPSDE
 from ..sde.base import LinearSDE
 from ..utils import Generator, bcast, check_finite, check_time, randn_like
-
-WEIGHTINGS = ("sigma2", "g2", "none")
-TARGETS = ("eps", "x0", "v", "score")
-REDUCES = ("mean", "sum")
+from .config import REDUCES, TARGETS, WEIGHTINGS  # one list of choices for the config and the losses
 
 
 # ---- helpers ---------------------------------------------------------------------------------
