@@ -102,7 +102,7 @@ def gather_cat(x: torch.Tensor, ctx: DistContext) -> torch.Tensor:
     n = torch.tensor([x.shape[0]], device=x.device, dtype=torch.int64)
     sizes = [torch.zeros_like(n) for _ in range(ctx.world_size)]
     dist.all_gather(sizes, n)
-    sizes = [int(s.item()) for s in sizes]
+    sizes = torch.cat(sizes).tolist()  # one device sync, not one per rank
     m = max(sizes)
     padded = torch.zeros((m, *x.shape[1:]), dtype=x.dtype, device=x.device)
     padded[: x.shape[0]] = x
