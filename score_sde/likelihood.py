@@ -59,7 +59,7 @@ from .data_scaling import DataScaling
 from .sde.base import LinearSDE
 from .solvers.base import CountingScore
 from .solvers.ode import ADAPTIVE_METHODS, odeint_clamped, odeint_pf
-from .utils import Generator, bcast, check_finite, flat_dim
+from .utils import Generator, check_finite, flat_dim
 
 DIVERGENCES = ("exact", "hutchinson")
 NOISES = ("rademacher", "gaussian")
@@ -224,9 +224,10 @@ class _AugmentedPFODE:
     """Right-hand side of the augmented system d(x, Delta)/dt = (f~(x, t), div f~(x, t)), eq. (D.2).
 
     One score evaluation per call serves both the drift and the divergence (the official code calls the
-    network twice: once for the drift, once more inside the divergence's autograd graph). Without a graph
-    to keep, the schedule f(t), g(t)^2 enters as Python floats and the drift is formed outside autograd,
-    so each call costs one forward and the vector-Jacobian products of the divergence, little else."""
+    network twice: once for the drift, once more inside the divergence's autograd graph). The drift is the
+    shared :meth:`LinearSDE.reverse_drift` applied once to the flat pair ([x, D], [s, div s]); without a
+    graph to keep it is formed outside autograd at a detached float64 time, so each call costs one forward
+    and the vector-Jacobian products of the divergence, little else."""
 
     def __init__(self, sde, score, divergence, probes, chunk_size, create_graph, work_dtype, shape):
         self.sde, self.score, self.work, self.shape = sde, score, work_dtype, shape
@@ -242,14 +243,9 @@ class _AugmentedPFODE:
         B, D = x.shape[0], flat_dim(x)
         # odeint_clamped keeps t inside [eps, T]. When the state carries a graph so does t (torchdiffeq's
         # first step depends on y0); t then stays a tensor so that the gradient of the discrete flow is
-        # consistent. Otherwise the coefficients are plain floats.
+        # consistent. Otherwise the schedule is evaluated at the detached time in float64.
         keep = self.create_graph is not False and (xs.requires_grad or t.requires_grad)
         tv = t.to(x.dtype).expand(B)
-        if keep:
-            f, g2 = self.sde.dlog_alpha_dt(tv), self.sde.g2(tv)
-        else:
-            t64 = t.detach().to(torch.float64)
-            f, g2 = float(self.sde.dlog_alpha_dt(t64)), float(self.sde.g2(t64))
         with torch.enable_grad():
             xin = x if keep and x.requires_grad else x.detach().requires_grad_(True)
             s = self.score(xin, tv)
@@ -262,11 +258,11 @@ class _AugmentedPFODE:
                 div_s = _divergence_hutchinson(s, xin, self.probes_work, self.probes, self.vjp, cg)
         if not cg:
             s, div_s = s.detach(), div_s.detach()
-        s, div_s = s.to(xs.dtype), div_s.to(xs.dtype)
-        if isinstance(f, float):
-            return torch.cat(((f * xs - (0.5 * g2) * s).reshape(-1), (0.5 * g2) * div_s.neg() + D * f))
-        f, g2 = f.to(xs.dtype), g2.to(xs.dtype)
-        return torch.cat(((bcast(f, xs) * xs - 0.5 * bcast(g2, xs) * s).reshape(-1), D * f - 0.5 * g2 * div_s))
+        # the PF drift is linear in (x, s), and its divergence is the same formula at (D, div s):
+        # d[x, Delta]/dt = f(t) [x, D] - 1/2 g(t)^2 [s, div s], one shared drift on the flat state
+        tc = t.to(x.dtype) if keep else t.detach().to(torch.float64)
+        xd = torch.cat((y[: self.n], y.new_full((B,), D)))
+        return self.sde.reverse_drift(xd, tc, torch.cat((s.reshape(-1).to(y.dtype), div_s.to(y.dtype))))
 
 
 def _split_norm(n: int) -> Callable:
