@@ -569,12 +569,9 @@ def validate(cfg: Config, check_files: bool = True) -> Config:
 
 def _check_dataset(cfg: Config, check_files: bool) -> None:
     d = cfg.data
-    try:
-        from .data import DATASETS
-    except ImportError:  # pragma: no cover - data module missing
-        DATASETS = None
-    if DATASETS is not None:
-        _choice("data.dataset", d.dataset, sorted(DATASETS))
+    from .data import DATASETS
+
+    _choice("data.dataset", d.dataset, sorted(DATASETS))
     if d.dataset in FILE_DATASETS and d.root is None:
         raise ValueError(f"config key 'data.root' must name the file or folder of data.dataset = {d.dataset!r}")
     if check_files and d.root is not None and not os.path.exists(os.path.expanduser(d.root)):
