@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..utils import as_time, bcast, check_finite, check_same_batch, check_time, flat_dim
+from ..utils import as_time, bcast, check_finite, check_same_batch, check_time, flat_dim, randn, randn_like
 
 ScoreFn = Callable[..., torch.Tensor]
 
@@ -121,16 +121,12 @@ class LinearSDE(ABC):
 
     def perturb(self, x0: torch.Tensor, t, noise: torch.Tensor | None = None, generator=None):
         """Draw x_t = alpha(t) x_0 + sigma(t) z; returns (x_t, z)."""
-        from ..utils import randn_like
-
         mean, std = self.marginal_prob(x0, t)
         z = randn_like(x0, generator) if noise is None else noise
         return mean + bcast(std, x0) * z, z
 
     def prior_sampling(self, shape, generator=None, dtype=None, device=None) -> torch.Tensor:
         """Draw from the prior N(0, prior_std^2 I) at t = T; shape [B, ...]."""
-        from ..utils import randn
-
         return self.prior_std * randn(shape, generator=generator, dtype=dtype, device=device)
 
     def prior_logp(self, z: torch.Tensor) -> torch.Tensor:
@@ -150,15 +146,18 @@ class LinearSDE(ABC):
         drift, diffusion = self.sde(x, t)
         return drift * dt, diffusion * math.sqrt(dt)
 
-    def reverse_drift(self, x: torch.Tensor, t: torch.Tensor, s: torch.Tensor, probability_flow: bool = True):
+    def reverse_drift(
+        self, x: torch.Tensor, t: torch.Tensor, s: torch.Tensor, probability_flow: bool = True
+    ) -> torch.Tensor:
         """The one formula of the reverse-time drifts, given a score value ``s`` (shape like x):
 
             f(t) x - 1/2 g(t)^2 s     (probability-flow ODE, Song et al. 2021 eq. 13), or
             f(t) x - g(t)^2 s         (reverse SDE, eq. 6; ``probability_flow=False``).
 
         ``t`` is a time tensor of shape [B] or a 0-d tensor (one time for the whole batch: the
-        coefficients then stay 0-d and take x's dtype in the products, with no host sync). The result
-        is differentiable in x, t and s. Used by :class:`ReverseSDE` and the ``ode`` sampler.
+        coefficients then stay 0-d and take x's dtype in the products, with no host sync). The result is
+        differentiable in x and s (and in t where the schedule is). Used by :class:`ReverseSDE`, the
+        ``ode`` sampler and the likelihood's augmented ODE.
         """
         f, g2 = self.dlog_alpha_dt(t), self.g2(t)
         if t.ndim:
