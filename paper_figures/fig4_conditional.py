@@ -57,14 +57,15 @@ def judge(train_set):
 
 
 def grid_image(x: torch.Tensor, nrow: int) -> torch.Tensor:
-    """[B, C, H, W] in [-1, 1] -> an [H', W', C] image grid in [0, 1] (a numpy array for imshow)."""
-    B, C, H, W = x.shape
+    """[B, C, H, W] in [-1, 1] -> an [H', W', C] image grid in [0, 1] (a numpy array for imshow),
+    filled column by column with ``nrow`` rows (the package's ``image_grid`` fills row by row)."""
+    from score_sde.training.trainer import image_grid
+
+    B, C = x.shape[:2]
     ncol = math.ceil(B / nrow)
-    img = torch.ones(C, nrow * (H + 1) + 1, ncol * (W + 1) + 1)
-    for i in range(B):
-        r, c = i % nrow, i // nrow
-        img[:, 1 + r * (H + 1) : 1 + r * (H + 1) + H, 1 + c * (W + 1) : 1 + c * (W + 1) + W] = x[i]
-    img = ((img + 1) / 2).clamp(0, 1).permute(1, 2, 0)
+    x = torch.cat([x, x.new_ones(nrow * ncol - B, *x.shape[1:])])  # blank (white) cells
+    x = x.reshape(ncol, nrow, *x.shape[1:]).transpose(0, 1).flatten(0, 1)
+    img = image_grid(((x + 1) / 2).clamp(0, 1), nrow=ncol)
     return (img[..., 0] if C == 1 else img).numpy()
 
 
