@@ -58,6 +58,7 @@ DPM-Solver++(3M) use half that weight, so they are not this ``dpmpp_3m``.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -726,34 +727,6 @@ def _dpm3(orders=None, r1: float = 1 / 3, r2: float = 2 / 3, final: str = "step"
     return DPMSolver(order=3, orders=orders, r1=r1, r2=r2, final=final)
 
 
-def _dpmpp2m(
-    corrector=False,
-    solver_type="midpoint",
-    lower_order_final=True,
-    lower_order_final_below=None,
-    final="step",
-    variant="bh2",
-    first_step="multistep",
-):
-    return DPMSolverPP(
-        2, corrector, solver_type, lower_order_final, lower_order_final_below, final, variant, first_step
-    )
-
-
-def _dpmpp3m(
-    corrector=False,
-    solver_type="midpoint",
-    lower_order_final=True,
-    lower_order_final_below=None,
-    final="step",
-    variant="bh2",
-    first_step="multistep",
-):
-    return DPMSolverPP(
-        3, corrector, solver_type, lower_order_final, lower_order_final_below, final, variant, first_step
-    )
-
-
 def _heun(final: str = "step"):
     return EDMHeun(final=final)
 
@@ -766,8 +739,8 @@ register_sampler("ddim", build=DDIM, default_grid="auto", doc="DDIM with eta (et
 register_sampler("dpm_solver_1", build=_dpm1, default_grid="logsnr", doc="DPM-Solver-1 (= DDIM)")
 register_sampler("dpm_solver_2", build=_dpm2, default_grid="logsnr", doc="DPM-Solver-2, singlestep")
 register_sampler("dpm_solver_3", build=_dpm3, default_grid="logsnr", doc="DPM-Solver-3, singlestep")
-register_sampler("dpmpp_2m", build=_dpmpp2m, default_grid="auto", doc="DPM-Solver++(2M)")
-register_sampler("dpmpp_3m", build=_dpmpp3m, default_grid="auto", doc="DPM-Solver++(3M)")
+register_sampler("dpmpp_2m", build=functools.partial(DPMSolverPP, 2), default_grid="auto", doc="DPM-Solver++(2M)")
+register_sampler("dpmpp_3m", build=functools.partial(DPMSolverPP, 3), default_grid="auto", doc="DPM-Solver++(3M)")
 register_sampler("dpmpp_2m_sde", build=DPMSolverPP2MSDE, default_grid="auto", doc="SDE-DPM-Solver++(2M)")
 register_sampler("unipc", build=UniPC, default_grid="auto", doc="UniPC (UniP + UniC, bh2)")
 register_sampler("heun", build=_heun, default_grid="karras", doc="EDM Heun (Karras et al. 2022, Alg. 1)")
