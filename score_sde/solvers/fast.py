@@ -105,7 +105,7 @@ def _check_int(name: str, value, lo: int, hi: int | None = None) -> int:
 class ExpStepper(Stepper):
     """Base of the samplers in (x~, lambda): grid coefficients, the denoiser, the final policy.
 
-    ``init`` tabulates, once per run and in float64, lambda_i, alpha_i and sigma~_i of the grid
+    ``init`` tabulates, once per run and in float64, lambda_i, alpha_i and sigma_i of the grid
     (the final t = 0 of a ``"denoise"`` grid gets lambda = +inf, sigma~ = 0).
     """
 
@@ -136,19 +136,14 @@ class ExpStepper(Stepper):
         return steps * self.nfe_per_step - (self.nfe_per_step - 1 if self.final == "denoise" else 0)
 
     def init(self, ctx: Context, x: torch.Tensor) -> None:
-        sde, g = ctx.sde, ctx.grid
-        n = g.numel()
-        lam = torch.empty(n, dtype=torch.float64)
-        alpha = torch.empty(n, dtype=torch.float64)
-        for i in range(n):
-            ti = g[i]
-            if self.final == "denoise" and i == n - 1:
-                lam[i], alpha[i] = math.inf, float(sde.alpha(ti))
-            else:
-                lam[i], alpha[i] = float(sde.log_snr(ti)), float(sde.alpha(ti))
+        sde, g = ctx.sde, ctx.grid.to(torch.float64)
+        lam = sde.log_snr(g)
+        if self.final == "denoise":
+            lam[-1] = math.inf  # the appended t = 0
         ctx.state["lam"] = lam.tolist()
-        ctx.state["alpha"] = alpha.tolist()
-        ctx.state["steps"] = n - 1
+        ctx.state["alpha"] = sde.alpha(g).tolist()
+        ctx.state["sigma"] = sde.sigma(g).tolist()
+        ctx.state["steps"] = g.numel() - 1
         self._init_state(ctx)
 
     def _init_state(self, ctx: Context) -> None:
@@ -164,8 +159,10 @@ class ExpStepper(Stepper):
         Returns (D, s, tv) with the score s and the [B] time tensor tv used."""
         tv = ctx.time_at(i, t, x) if i is not None else ctx.tvec(t, x)
         s = ctx.score(x, tv)
-        a = float(ctx.sde.alpha(t)) if i is None else ctx.state["alpha"][i]
-        sig = float(ctx.sde.sigma(t))
+        if i is None:
+            a, sig = float(ctx.sde.alpha(t)), float(ctx.sde.sigma(t))
+        else:
+            a, sig = ctx.state["alpha"][i], ctx.state["sigma"][i]
         return (x + (sig * sig) * s) / a, s, tv
 
     def _out(self, x_next, D, s, tv, x_in, mean=None) -> StepOutput:
