@@ -56,10 +56,11 @@ class Context:
         """A grid time as a [B] tensor in x's dtype."""
         return t.to(device=x.device, dtype=x.dtype).expand(x.shape[0])
 
-    def time_at(self, i: int, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """``grid[i]`` (= ``t``) as a [B] tensor in x's dtype, cached by the loop (no per-step allocation)."""
+    def time_at(self, i: int | None, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """``grid[i]`` (= ``t``) as a [B] tensor in x's dtype, cached by the loop (no per-step allocation);
+        ``i = None`` (a step called outside the loop): ``t`` as a fresh [B] tensor."""
         tv = self.tvecs
-        if tv is not None and tv[i].shape[0] == x.shape[0]:
+        if tv is not None and i is not None and tv[i].shape[0] == x.shape[0]:
             return tv[i]
         return self.tvec(t, x)
 

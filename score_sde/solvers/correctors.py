@@ -8,7 +8,7 @@ import torch
 
 from ..utils import bcast
 from .base import Context, Stepper
-from .predictors import GridCoefficients, grid_coefficients
+from .predictors import grid_coefficients
 
 
 def _norm(v: torch.Tensor, per_sample: bool) -> torch.Tensor:
@@ -16,14 +16,6 @@ def _norm(v: torch.Tensor, per_sample: bool) -> torch.Tensor:
     (the official code), a 0-d tensor."""
     n = torch.linalg.vector_norm(v.reshape(v.shape[0], -1), dim=-1)
     return n if per_sample else n.mean()
-
-
-def _coefficients(ctx: Context, t, t_next, i: int | None) -> tuple[GridCoefficients, int]:
-    """Coefficients of the step t -> t_next: the loop's cached table at index i, or (i is None)
-    a one-step table built for these two times."""
-    if i is None:
-        return GridCoefficients.build(ctx.sde, torch.stack([torch.as_tensor(t), torch.as_tensor(t_next)])), 0
-    return grid_coefficients(ctx, t, t_next, i)
 
 
 class NoneCorrector(Stepper):
@@ -69,9 +61,9 @@ class LangevinCorrector(Stepper):
 
     def correct(self, ctx: Context, x, t, t_next, i: int | None = None):
         """Run the corrector at grid time t (= ctx.grid[i] inside the loop); returns (x, x_mean)."""
-        c, k = _coefficients(ctx, t, t_next, i)
+        c, k = grid_coefficients(ctx, t, t_next, i)
         ai = c.a[k] * c.a[k]
-        tv = ctx.tvec(t, x) if i is None else ctx.time_at(i, t, x)
+        tv = ctx.time_at(i, t, x)
         mean = x
         scale = 2 * ai * self.snr**2
         for _ in range(self.n_steps):
@@ -94,10 +86,10 @@ class AnnealedLangevinCorrector(LangevinCorrector):
     name = "annealed_langevin"
 
     def correct(self, ctx: Context, x, t, t_next, i: int | None = None):
-        c, k = _coefficients(ctx, t, t_next, i)
+        c, k = grid_coefficients(ctx, t, t_next, i)
         step = 2 * c.a[k] * c.a[k] * (self.snr * c.sigma[k]) ** 2
         noise = math.sqrt(2 * step)
-        tv = ctx.tvec(t, x) if i is None else ctx.time_at(i, t, x)
+        tv = ctx.time_at(i, t, x)
         mean = x
         for _ in range(self.n_steps):
             s = ctx.score(x, tv)

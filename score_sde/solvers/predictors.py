@@ -65,13 +65,15 @@ class GridCoefficients:
         )
 
 
-def grid_coefficients(ctx: Context, t: torch.Tensor, t_next: torch.Tensor, i: int) -> tuple[GridCoefficients, int]:
+def grid_coefficients(
+    ctx: Context, t: torch.Tensor, t_next: torch.Tensor, i: int | None
+) -> tuple[GridCoefficients, int]:
     """The coefficient table of the run's grid and the index of the step ``t -> t_next``.
 
     Inside the loop (``ctx.grid`` set) ``i`` indexes the cached table of ``ctx.grid``; a step called
-    on its own (``ctx.grid is None``) gets a one-step table of ``(t, t_next)`` and index 0.
+    on its own (``ctx.grid is None`` or ``i is None``) gets a one-step table of ``(t, t_next)`` and index 0.
     """
-    if ctx.grid is None:
+    if ctx.grid is None or i is None:
         return GridCoefficients.build(ctx.sde, torch.stack([torch.as_tensor(t), torch.as_tensor(t_next)])), 0
     tab = ctx.state.get("_grid_coefficients")
     if tab is None:
