@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..score import convert
 from ..sde.base import LinearSDE
 from ..utils import Generator
 from .base import Context, CountingScore, Stepper
@@ -91,8 +92,5 @@ def _tweedie(sde: LinearSDE, out) -> torch.Tensor | None:
     """x_0 estimate (x + sigma^2 s) / alpha from a step's score evaluation (Efron/Tweedie)."""
     if out.score is None:
         return None
-    from ..utils import bcast
-
     t = out.t_score.to(out.x_in.dtype)
-    a, s = sde.alpha(t), sde.sigma(t)
-    return (out.x_in + bcast(s * s, out.x_in) * out.score) / bcast(a, out.x_in)
+    return convert(out.score, out.x_in, sde.alpha(t), sde.sigma(t), "score", "x0")
