@@ -16,6 +16,8 @@ A grid of ``steps + 1`` points defines ``steps`` steps. Kinds:
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from ..sde.base import LinearSDE
@@ -68,7 +70,7 @@ def make_grid(
         if kind == "logsnr":
             lam = torch.linspace(lam_min, lam_max, steps + 1, dtype=torch.float64)
         else:
-            s_max, s_min = torch.exp(torch.tensor(-lam_min)), torch.exp(torch.tensor(-lam_max))
+            s_max, s_min = math.exp(-lam_min), math.exp(-lam_max)
             u = torch.linspace(0, 1, steps + 1, dtype=torch.float64)
             sig = (s_max ** (1 / rho) + u * (s_min ** (1 / rho) - s_max ** (1 / rho))) ** rho
             lam = -torch.log(sig)
