@@ -59,24 +59,29 @@ def no_grad_score(model, dtype=None):
     return score
 
 
+def _training(n_iters: int, seed: int, batch_size: int, warmup: int) -> dict:
+    """The ``training`` section shared by the figure models (CPU, one checkpoint at the end)."""
+    return {
+        "batch_size": batch_size,
+        "n_iters": n_iters,
+        "lr": 2e-3,
+        "warmup": warmup,
+        "ema_rate": 0.999,
+        "seed": seed,
+        "log_every": max(1, n_iters // 4),
+        "ckpt_every": n_iters,
+        "progress": False,
+        "device": "cpu",
+    }
+
+
 def toy_config(sde_kind: str, n_iters: int, npz: str, seed: int = 0) -> dict:
     """An MLP score model for 2-D data in ``npz`` (key ``x``)."""
     return {
         "data": {"dataset": "npz", "root": npz},
         "model": {"kind": "mlp", "hidden": 128, "depth": 3, "emb_dim": 64, "prediction": "eps"},
         "sde": {"kind": sde_kind},
-        "training": {
-            "batch_size": 256,
-            "n_iters": n_iters,
-            "lr": 2e-3,
-            "warmup": 200,
-            "ema_rate": 0.999,
-            "seed": seed,
-            "log_every": max(1, n_iters // 4),
-            "ckpt_every": n_iters,
-            "progress": False,
-            "device": "cpu",
-        },
+        "training": _training(n_iters, seed, batch_size=256, warmup=200),
     }
 
 
@@ -105,18 +110,7 @@ def digits_config(sde_kind: str, n_iters: int, seed: int = 0, ch: int = 32, data
             "prediction": "eps",
         },
         "sde": {"kind": sde_kind},
-        "training": {
-            "batch_size": 64,
-            "n_iters": n_iters,
-            "lr": 2e-3,
-            "warmup": min(200, max(1, n_iters // 5)),
-            "ema_rate": 0.999,
-            "seed": seed,
-            "log_every": max(1, n_iters // 4),
-            "ckpt_every": n_iters,
-            "progress": False,
-            "device": "cpu",
-        },
+        "training": _training(n_iters, seed, batch_size=64, warmup=min(200, max(1, n_iters // 5))),
     }
 
 
