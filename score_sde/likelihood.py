@@ -50,18 +50,21 @@ for eq. (1)): ``bpd = -log p(x) / (D ln 2) - log2 a + log2 K``.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 from .data_scaling import DataScaling
+from .quadrature import AdaptiveClenshawCurtis
 from .sde.base import LinearSDE
 from .solvers.base import CountingScore
-from .solvers.ode import ADAPTIVE_METHODS, odeint_clamped, odeint_pf
+from .solvers.ode import ADAPTIVE_METHODS, odeint_clamped, odeint_pf, probability_flow_drift
 from .utils import Generator, check_finite, flat_dim
 
 DIVERGENCES = ("exact", "hutchinson")
+SCHEMES = ("augmented", "quadrature")
 NOISES = ("rademacher", "gaussian")
 DEFAULT_EPS = 1e-5  # likelihood end time (Song et al. 2021): the density reported is p_eps
 
@@ -75,7 +78,12 @@ class LikelihoodResult:
         z: the latent x(T), shape like x.
         prior_logp: log pi(z) under the SDE's prior, shape [B].
         delta: the integral \\int_eps^T div f~ dt, shape [B].
-        nfe: number of score evaluations (real calls of ``score_fn``).
+        nfe: score evaluations per sample. ``"augmented"``: right-hand sides of the augmented ODE (each a
+            forward and the divergence's backward). ``"quadrature"``: right-hand sides of the x-solve
+            (forward only) plus quadrature nodes (forward and backward; batched several to a call).
+        info: details of the scheme: ``scheme``; for ``"quadrature"`` also ``nfe_ode``, ``ode_solves``,
+            ``nodes``, ``score_calls`` (real calls of ``score_fn``: nodes are batched), ``delta_error`` (the quadrature's error estimate per sample, nats) and ``orders``
+            (the final Clenshaw–Curtis order of each panel).
     """
 
     logp: torch.Tensor
@@ -83,6 +91,7 @@ class LikelihoodResult:
     prior_logp: torch.Tensor
     delta: torch.Tensor
     nfe: int
+    info: dict = field(default_factory=dict)
 
 
 # ---- validation ---------------------------------------------------------------------------------
@@ -308,6 +317,139 @@ def _solve_augmented(
     return z, delta, score.nfe
 
 
+# ---- the quadrature scheme: x(t) by the PF-ODE, Delta by adaptive quadrature along it ----------------
+class _PathScore:
+    """The score as the x-solve calls it: x cast to the score's dtype and back; evaluated under ``no_grad``
+    unless a graph is kept (then the solve is differentiable through torchdiffeq's steps)."""
+
+    def __init__(self, score: CountingScore, work: torch.dtype, keep: bool):
+        self.score, self.work, self.keep = score, work, keep
+
+    def __call__(self, x, t):
+        if self.keep:
+            return self.score(x.to(self.work), t.to(self.work)).to(x.dtype)
+        with torch.no_grad():
+            return self.score(x.to(self.work), t.to(self.work)).to(x.dtype)
+
+
+def _solve_quadrature(
+    sde, score_fn, x, eps, divergence, probes, chunk_size, create_graph, rtol, atol, method, options, state_dtype
+):
+    """(z, Delta, nfe, info) with Delta = D ln(alpha_T / alpha_eps) - 1/2 \\int g^2 div s dt, the integral by
+    adaptive composite Clenshaw–Curtis quadrature (:mod:`score_sde.quadrature`) at nodes on the PF-ODE path."""
+    score = CountingScore(score_fn)
+    work, shape, B, D = x.dtype, tuple(x.shape), x.shape[0], flat_dim(x)
+    keep = create_graph
+    probe_calls = 0
+    if keep is None:  # does the score reach a parameter that requires grad? one probe row tells
+        probe_calls = 1
+        with torch.enable_grad():
+            x1 = x[:1].detach().requires_grad_(True)
+            s1 = score(x1, torch.full((1,), eps, dtype=work, device=x.device))
+            keep = x.requires_grad or _depends_on_other_leaf(s1, x1)
+    if not keep:
+        x = x.detach()
+    x0 = x.to(state_dtype)
+    rule = AdaptiveClenshawCurtis(eps, sde.T)
+    drift = probability_flow_drift(sde, _PathScore(score, work, keep))
+    path: dict[float, torch.Tensor] = {}
+    nfe_ode = [0, 0]  # ODE right-hand sides; x-solves
+
+    def solve(x_start, times: list[float], lo: float, hi: float) -> None:
+        sol = odeint_clamped(
+            drift,
+            x_start,
+            torch.tensor(times, dtype=state_dtype, device=x.device),
+            lo=lo,
+            hi=hi,
+            rtol=rtol,
+            atol=atol,
+            method=method,
+            options={**(options or {}), "step_t": torch.tensor([hi], dtype=torch.float64)},
+        )
+        nfe_ode[0] += sol.nfe
+        nfe_ode[1] += 1
+        path.update(zip(times, sol.ys.unbind(0)))
+
+    def positions(times: torch.Tensor, panels=()) -> torch.Tensor:
+        """x at ``times`` (float64, increasing) on the PF-ODE path. The first solve (eps -> T) also returns the
+        nodes of the quadrature tree's first levels (interpolated: no extra NFE). Nodes of deeper panels come
+        from short solves across each run of adjacent new panels, started at its known left end, which also
+        return every node those panels can ask for later (all their orders)."""
+        want = [float(t) for t in times]
+        if not path:
+            solve(x0, sorted(set(want) | set(rule.likely_times()) | {eps, sde.T}), eps, sde.T)
+        missing = [t for t in want if t not in path]
+        if missing:
+            runs: list[list[float]] = []  # merged [a, b] of the panels holding missing nodes
+            for a, b in sorted(panels):
+                if any(a < t <= b for t in missing):
+                    if runs and runs[-1][1] >= a:
+                        runs[-1][1] = max(runs[-1][1], b)
+                    else:
+                        runs.append([a, b])
+            for a, b in runs:
+                inside = {t for p in panels if a <= p[0] and p[1] <= b for t in rule.nodes(p[0], p[1], rule.n_max)}
+                inside |= {t for t in missing if a < t <= b}
+                solve(path[a], sorted(inside | {a, b}), a, b)
+        return torch.stack([path[t] for t in want])
+
+    nodes_per_call = max(1, 2**20 // (B * D))
+    vjp = _VJP()
+    probes_work = None if probes is None else probes.to(work)
+
+    def integrand(times: torch.Tensor, panels=()) -> torch.Tensor:
+        """-1/2 g(t)^2 div s(x(t), t) at the nodes, [m, B] in the state dtype (nodes batched into one score call
+        of up to ``nodes_per_call`` * B rows)."""
+        xs = positions(times, panels)
+        out = []
+        for c in range(0, len(times), nodes_per_call):
+            tc = times[c : c + nodes_per_call].to(device=x.device)
+            m = tc.numel()
+            xr = xs[c : c + m].reshape(m * B, *shape[1:]).to(work)
+            tr = tc.repeat_interleave(B)
+            with torch.enable_grad():
+                xin = xr if keep and xr.requires_grad else xr.detach().requires_grad_(True)
+                s = score(xin, tr.to(work))
+                if divergence == "exact":
+                    chunk = chunk_size or max(1, min(D, 2**22 // (m * B * D)))
+                    div_s = _divergence_exact(s, xin, vjp, keep, chunk, state_dtype)
+                else:
+                    reps = (1, m) + (1,) * (len(shape) - 1)
+                    div_s = _divergence_hutchinson(
+                        s, xin, probes_work.repeat(*reps), probes.repeat(*reps), vjp, keep
+                    )
+            if not keep:
+                div_s = div_s.detach()
+            out.append((-0.5 * sde.g2(tr) * div_s.to(state_dtype)).reshape(m, B))
+        return torch.cat(out)
+
+    res = rule.integrate(integrand, rtol, atol)
+    z = positions(torch.tensor([sde.T], dtype=torch.float64))[0].view(shape)
+    ends = torch.tensor([eps, sde.T], dtype=torch.float64)
+    la = sde.log_alpha(ends)
+    delta = res.value + D * (la[1] - la[0]).to(device=x.device, dtype=state_dtype)
+    if not res.converged:
+        warnings.warn(
+            f"log_likelihood: the quadrature of Delta did not reach rtol = {rtol:g}, atol = {atol:g} "
+            f"(estimated error up to {float(res.error.max()):.3g} nats against a tolerance of "
+            f"{float(res.tolerance.min()):.3g}) at the Clenshaw–Curtis order limit {rule.n_max}; "
+            "the result is less accurate than asked (try scheme='augmented')",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    info = {
+        "scheme": "quadrature",
+        "nfe_ode": nfe_ode[0],
+        "ode_solves": nfe_ode[1],
+        "nodes": res.evaluations,
+        "score_calls": score.nfe,
+        "delta_error": res.error.detach(),
+        "orders": res.orders,
+    }
+    return z, delta, nfe_ode[0] + res.evaluations + probe_calls, info
+
+
 # ---- public API -----------------------------------------------------------------------------------
 def log_likelihood(
     sde: LinearSDE,
@@ -327,6 +469,7 @@ def log_likelihood(
     dtype: torch.dtype | None = None,
     create_graph: bool | None = None,
     state_dtype: torch.dtype | None = torch.float64,
+    scheme: str = "augmented",
 ) -> LikelihoodResult:
     r"""log p_eps(x) through the probability-flow ODE, eq. (D.2) of Song et al. (2021).
 
@@ -358,6 +501,16 @@ def log_likelihood(
             round-off in Delta whatever the tolerance, and its noisy error estimates cost extra steps
             (benchmarks/likelihood_vs_official.py: MLP score, rtol 1e-5: 26 NFE and 1.4e-6 nats/dim
             in float32 vs 20 NFE and 1.5e-7 in float64).
+        scheme: how Delta is computed. ``"augmented"`` (default): the ODE for (x, Delta) is solved jointly, the
+            divergence at every stage of every step. ``"quadrature"`` (adaptive methods only): the PF-ODE for x
+            alone (forward passes only), then Delta by adaptive Clenshaw–Curtis quadrature at nodes on that path
+            (:mod:`score_sde.quadrature`), the divergence only at the nodes, batched; its error estimate is held
+            to ``atol + rtol * \\int |1/2 g^2 div s| dt`` per sample (``info['delta_error']``). Measured
+            (benchmarks/likelihood_vs_official.py): 2-6x faster than the official loop with the exact divergence,
+            ~2x with Hutchinson at equal accuracy on a mixture; but x at the nodes is the solver's interpolant,
+            so where the score varies sharply in x (uniform data near its box's faces) Delta can be off by more
+            than the tolerance (1.2e-3 bits/dim at rtol = atol = 1e-5 where "augmented" gives 4e-5), and with a
+            float32 score the few nodes leave a ~3e-7 nats/dim round-off floor.
 
     Returns:
         :class:`LikelihoodResult` with ``logp`` [B] (nats), ``z`` = x(T), ``prior_logp`` [B], ``delta`` [B], ``nfe``.
@@ -367,6 +520,13 @@ def log_likelihood(
         raise ValueError(f"unknown divergence {divergence!r}; choose one of {DIVERGENCES}")
     if noise not in NOISES:
         raise ValueError(f"unknown Hutchinson noise {noise!r}; choose one of {NOISES}")
+    if scheme not in SCHEMES:
+        raise ValueError(f"unknown scheme {scheme!r}; choose one of {SCHEMES}")
+    if scheme == "quadrature" and method not in ADAPTIVE_METHODS:
+        raise ValueError(
+            f"scheme='quadrature' needs an adaptive method (its x-solve returns interpolated nodes); got method = "
+            f"{method!r}: use scheme='augmented' or one of {sorted(ADAPTIVE_METHODS)}"
+        )
     if torch.is_tensor(probes):
         if probes.shape == x.shape:
             probes = probes[None]
@@ -396,19 +556,25 @@ def log_likelihood(
         v = probes.to(x) if torch.is_tensor(probes) else _draw_probes(x, probes, noise, generator)
 
     def run(xb, vb):
-        return _solve_augmented(
+        if scheme == "quadrature":
+            return _solve_quadrature(
+                sde, score_fn, xb, eps, divergence, vb, chunk_size, create_graph, rtol, atol, method, options, state
+            )
+        out = _solve_augmented(
             sde, score_fn, xb, eps, divergence, vb, chunk, create_graph, rtol, atol, method, options, state
         )
+        return (*out, {"scheme": "augmented"})
 
     if per_sample:
         parts = [run(x[i : i + 1], None if v is None else v[:, i : i + 1]) for i in range(B)]
         z, delta = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
         nfe = sum(p[2] for p in parts)
+        info = {"scheme": scheme, "per_sample": [p[3] for p in parts]}
     else:
-        z, delta, nfe = run(x, v)
+        z, delta, nfe, info = run(x, v)
     prior = sde.prior_logp(z)
     logp, z, prior, delta = ((prior + delta).to(x.dtype), z.to(x.dtype), prior.to(x.dtype), delta.to(x.dtype))
-    return LikelihoodResult(logp=logp, z=z, prior_logp=prior, delta=delta, nfe=nfe)
+    return LikelihoodResult(logp=logp, z=z, prior_logp=prior, delta=delta, nfe=nfe, info=info)
 
 
 def encode(

@@ -89,10 +89,15 @@ def test_nfe_counts_real_calls_and_time_stays_inside_interval():
 
     x = gmm.sample(2, generator=torch.Generator().manual_seed(0))
     eps = 1.0 - 1e-6  # a tiny interval: the probe would step past T
-    res = log_likelihood(sde, score, x, eps=eps)
+    res = log_likelihood(sde, score, x, eps=eps, scheme="augmented")
     assert res.nfe == len(seen) and res.nfe > 0
     for t in seen:
         assert t.min() >= eps and t.max() <= sde.T
+    seen.clear()
+    # quadrature: nodes are batched (several per call); nfe counts ODE right-hand sides + nodes (+ 1 graph probe)
+    res = log_likelihood(sde, score, x, eps=eps, scheme="quadrature")
+    assert res.info["score_calls"] == len(seen) and res.nfe == res.info["nfe_ode"] + res.info["nodes"] + 1
+    assert all(t.min() >= eps and t.max() <= sde.T for t in seen)
     seen.clear()
     z = encode(sde, score, x, eps=1e-12 + 1e-6)
     decode(sde, score, z, eps=1e-12 + 1e-6)
