@@ -82,7 +82,8 @@ class LikelihoodResult:
             forward and the divergence's backward). ``"quadrature"``: right-hand sides of the x-solve
             (forward only) plus quadrature nodes (forward and backward; batched several to a call).
         info: details of the scheme: ``scheme``; for ``"quadrature"`` also ``nfe_ode``, ``ode_solves``,
-            ``nodes``, ``score_calls`` (real calls of ``score_fn``: nodes are batched), ``delta_error`` (the quadrature's error estimate per sample, nats) and ``orders``
+            ``nodes``, ``score_calls`` (real calls of ``score_fn``: nodes are batched), ``delta_error`` (the
+            quadrature's error estimate per sample, nats) and ``orders``
             (the final Clenshaw–Curtis order of each panel).
     """
 
@@ -416,9 +417,7 @@ def _solve_quadrature(
                     div_s = _divergence_exact(s, xin, vjp, keep, chunk, state_dtype)
                 else:
                     reps = (1, m) + (1,) * (len(shape) - 1)
-                    div_s = _divergence_hutchinson(
-                        s, xin, probes_work.repeat(*reps), probes.repeat(*reps), vjp, keep
-                    )
+                    div_s = _divergence_hutchinson(s, xin, probes_work.repeat(*reps), probes.repeat(*reps), vjp, keep)
             if not keep:
                 div_s = div_s.detach()
             out.append((-0.5 * sde.g2(tr) * div_s.to(state_dtype)).reshape(m, B))

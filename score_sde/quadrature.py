@@ -28,12 +28,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 
 import torch
 
 
-@lru_cache(maxsize=None)
+@cache
 def clenshaw_curtis(n: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Nodes u_j = (1 - cos(pi j / n)) / 2 (ascending, u_0 = 0, u_n = 1) and weights of the order-n
     Clenshaw–Curtis rule on [0, 1] (float64, shapes [n + 1]; the weights sum to 1).

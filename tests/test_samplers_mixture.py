@@ -36,9 +36,7 @@ SAMPLERS = {
     "sde": dict(steps=250, method="euler"),
 }
 CASES = [pytest.param(name, "vp", id=f"{name}-vp") for name in SAMPLERS]
-CASES += [
-    pytest.param(name, "subvp", id=f"{name}-subvp") for name in SAMPLERS if name != "ancestral"
-]
+CASES += [pytest.param(name, "subvp", id=f"{name}-subvp") for name in SAMPLERS if name != "ancestral"]
 
 
 def check_reproduces(gmm, sde, x, ref, label):

@@ -100,9 +100,7 @@ class Stepper:
 
         Every predictor and fast solver overrides this; correctors only provide ``correct`` and run
         inside :class:`~score_sde.solvers.correctors.PCStepper`."""
-        raise TypeError(
-            f"{type(self).__name__} has no step rule of its own (a corrector?); use it inside sampler='pc'"
-        )
+        raise TypeError(f"{type(self).__name__} has no step rule of its own (a corrector?); use it inside sampler='pc'")
 
     def nfe(self, steps: int) -> int:
         """Exact NFE of ``steps`` steps (override when the last or first step differs)."""
