@@ -35,6 +35,11 @@ step. Integrating in log-SNR, -ln alpha or sqrt(t) (with or without x~ = x / alp
 error-vs-NFE curve. The exact divergence is where the single, batched evaluation pays: D
 vector-Jacobian products in one vmapped backward instead of D separate backward passes.
 
+Every comparison runs both of our schemes: ``scheme="augmented"`` (the default: (x, Delta) solved jointly) and
+``scheme="quadrature"`` (x alone with forward passes only, Delta by adaptive Clenshaw–Curtis quadrature at
+batched nodes on the path), which wins where the divergence dominates (exact divergence of a network) and
+loses with one Hutchinson probe. Output of a full run: benchmarks/results/likelihood_vs_official.txt.
+
 Run: ``OMP_NUM_THREADS=1 .venv/bin/python benchmarks/likelihood_vs_official.py [--quick]``.
 """
 
@@ -56,6 +61,7 @@ import score_sde as ss
 from score_sde.analytic import GaussianMixture
 
 EPS = 1e-5
+SCHEMES = ("augmented", "quadrature")  # score_sde.log_likelihood(scheme=...)
 
 
 # ---- problems -------------------------------------------------------------------------------------
@@ -248,17 +254,19 @@ def part_a(d, B, nb, repeats, tols, summary):
             ]
             return [(z, dl) for z, dl, _, _ in outs], sum(o[2] for o in outs)
 
-        def ours(tol, divergence=divergence):
-            res = [
-                ss.log_likelihood(sde, score, x, divergence=divergence, probes=v, rtol=tol, atol=tol)
-                for x, v in zip(xs, probes)
-            ]
-            return [(r.z, r.delta) for r in res], sum(r.nfe for r in res)
-
         def error(outs, _which, divergence=divergence):
             return max(err_per_dim(corrected(z, dl), t, d) for (z, dl), t in zip(outs, truth[divergence]))
 
-        compare(f"mixture, {divergence}", official, ours, error, tols, repeats, summary)
+        for scheme in SCHEMES:
+
+            def ours(tol, divergence=divergence, scheme=scheme):
+                res = [
+                    ss.log_likelihood(sde, score, x, divergence=divergence, probes=v, rtol=tol, atol=tol, scheme=scheme)
+                    for x, v in zip(xs, probes)
+                ]
+                return [(r.z, r.delta) for r in res], sum(r.nfe for r in res)
+
+            compare(f"mixture, {divergence}, {scheme[:5]}", official, ours, error, tols, repeats, summary)
 
 
 def part_b(d, B, repeats, tols):
@@ -288,19 +296,22 @@ def part_b(d, B, repeats, tols):
         torch.manual_seed(0)
         return kd.log_likelihood(denoiser, x, s_min, s_max, atol=tol, rtol=tol)
 
-    def ours(tol):
+    def ours(tol, scheme):
         gen = torch.Generator().manual_seed(0)
-        return ss.log_likelihood(sde, score, x, divergence="hutchinson", rtol=tol, atol=tol, generator=gen)
+        return ss.log_likelihood(
+            sde, score, x, divergence="hutchinson", rtol=tol, atol=tol, generator=gen, scheme=scheme
+        )
 
     summary = []
     for tol in tols:
         print(f" rtol = atol = {tol:g} (one Rademacher probe each: exact for a diagonal Jacobian)")
-        (sec_k, sec_s), ((ll_k, info), res) = timed_pair([partial(kdiff, tol), partial(ours, tol)], repeats)
-        e_k = err_per_dim(ll_k.double() + mismatch, true, d)
-        e_s = err_per_dim(res.logp.double() + mismatch, true, d)
-        row("k-diffusion log_likelihood (dopri5 in sigma)", sec_k, info["fevals"], e_k)
-        row("score_sde.log_likelihood (dopri5 in t)", sec_s, res.nfe, e_s, sec_k, info["fevals"])
-        summary.append((tol, sec_k / sec_s, e_k, e_s))
+        for scheme in SCHEMES:
+            (sec_k, sec_s), ((ll_k, info), res) = timed_pair([partial(kdiff, tol), partial(ours, tol, scheme)], repeats)
+            e_k = err_per_dim(ll_k.double() + mismatch, true, d)
+            e_s = err_per_dim(res.logp.double() + mismatch, true, d)
+            row("k-diffusion log_likelihood (dopri5 in sigma)", sec_k, info["fevals"], e_k)
+            row(f"score_sde.log_likelihood ({scheme}, dopri5 in t)", sec_s, res.nfe, e_s, sec_k, info["fevals"])
+            summary.append((f"{tol:g} {scheme[:5]}", sec_k / sec_s, e_k, e_s))
     return summary
 
 
@@ -341,15 +352,17 @@ def part_c(d, B, width, repeats, tol, summary):
             z, dl, nfe, _ = official_style_log_likelihood(sde, net, x, t, t, divergence=divergence, probe=probe)
             return (z, dl), nfe
 
-        def ours(t, divergence=divergence):
-            r = ss.log_likelihood(sde, net, x, divergence=divergence, probes=probe, rtol=t, atol=t)
-            return (r.z, r.delta), r.nfe
-
         def error(out, _which, ref=ref):  # both sides: log pi(z) + Delta from the float32 outputs, in float64
             z, dl = out
             return err_per_dim(sde.prior_logp(z.double()) + dl.double(), ref.logp, d)
 
-        compare(f"MLP net, {divergence}", official, ours, error, (tol,), repeats, summary)
+        for scheme in SCHEMES:
+
+            def ours(t, divergence=divergence, scheme=scheme):
+                r = ss.log_likelihood(sde, net, x, divergence=divergence, probes=probe, rtol=t, atol=t, scheme=scheme)
+                return (r.z, r.delta), r.nfe
+
+            compare(f"MLP net, {divergence}, {scheme[:5]}", official, ours, error, (tol,), repeats, summary)
 
 
 def main():
@@ -373,19 +386,17 @@ def main():
     part_c(d, B, 128 if args.quick else 512, repeats, 1e-5, summary)
     print("\nsummary: speed-up = official-style time / our time (target >= 2x); errors max over samples, nats/dim")
     print(
-        f"  {'problem':<24s} {'comparison':<15s} {'tol theirs':>10s} {'tol ours':>9s} {'NFE theirs':>10s} "
+        f"  {'problem':<30s} {'comparison':<15s} {'tol theirs':>10s} {'tol ours':>9s} {'NFE theirs':>10s} "
         f"{'NFE ours':>8s} {'speed-up':>9s} {'err theirs':>10s} {'err ours':>9s}"
     )
     for label, kind, t_o, t_s, n_o, n_s, r, e_o, e_s in summary:
         ok = "" if r >= 2 else "  (< 2x)"
         print(
-            f"  {label:<24s} {kind:<15s} {t_o:>10s} {t_s:>9s} {n_o:>10d} {n_s:>8d} {r:>8.2f}x "
+            f"  {label:<30s} {kind:<15s} {t_o:>10s} {t_s:>9s} {n_o:>10d} {n_s:>8d} {r:>8.2f}x "
             f"{e_o:>10.1e} {e_s:>9.1e}{ok}"
         )
     for tol, r, e_k, e_s in b:
-        print(
-            f"  vs k-diffusion (VE, diagonal Jacobian, 1 probe) tol {tol:g}: x{r:5.2f}; err {e_k:.1e}, ours {e_s:.1e}"
-        )
+        print(f"  vs k-diffusion (VE, diagonal Jacobian, 1 probe) tol {tol}: x{r:5.2f}; err {e_k:.1e}, ours {e_s:.1e}")
 
 
 if __name__ == "__main__":

@@ -504,12 +504,15 @@ def log_likelihood(
             divergence at every stage of every step. ``"quadrature"`` (adaptive methods only): the PF-ODE for x
             alone (forward passes only), then Delta by adaptive Clenshaw–Curtis quadrature at nodes on that path
             (:mod:`score_sde.quadrature`), the divergence only at the nodes, batched; its error estimate is held
-            to ``atol + rtol * \\int |1/2 g^2 div s| dt`` per sample (``info['delta_error']``). Measured
-            (benchmarks/likelihood_vs_official.py): 2-6x faster than the official loop with the exact divergence,
-            ~2x with Hutchinson at equal accuracy on a mixture; but x at the nodes is the solver's interpolant,
-            so where the score varies sharply in x (uniform data near its box's faces) Delta can be off by more
-            than the tolerance (1.2e-3 bits/dim at rtol = atol = 1e-5 where "augmented" gives 4e-5), and with a
-            float32 score the few nodes leave a ~3e-7 nats/dim round-off floor.
+            to ``atol + rtol * \\int |1/2 g^2 div s| dt`` per sample (``info['delta_error']``). It pays where
+            the divergence dominates the cost: measured (benchmarks/likelihood_vs_official.py, 1 CPU thread)
+            with the exact divergence 2.7x faster than the official loop on an MLP score (augmented: 1.5x)
+            and 1.9-3.1x on a 32-D mixture; with one Hutchinson probe it is slower than "augmented" (its
+            conservative error estimate asks for more nodes than the augmented solve has stages). x at the
+            nodes is the solver's interpolant, so where the score varies sharply in x (uniform data near its
+            box's faces) Delta can be off by more than the tolerance (1.2e-3 bits/dim at rtol = atol = 1e-5
+            where "augmented" gives 4e-5), and with a
+            float32 score the few nodes leave a 3-4e-7 nats/dim round-off floor.
 
     Returns:
         :class:`LikelihoodResult` with ``logp`` [B] (nats), ``z`` = x(T), ``prior_logp`` [B], ``delta`` [B], ``nfe``.
