@@ -432,7 +432,7 @@ def _solve_quadrature(
         warnings.warn(
             f"log_likelihood: the quadrature of Delta did not reach rtol = {rtol:g}, atol = {atol:g} "
             f"(estimated error up to {float(res.error.max()):.3g} nats against a tolerance of "
-            f"{float(res.tolerance.min()):.3g}) at the Clenshaw–Curtis order limit {rule.n_max}; "
+            f"{float(res.tolerance.min()):.3g}) with {len(res.orders)} panels (limit {rule.max_panels}); "
             "the result is less accurate than asked (try scheme='augmented')",
             RuntimeWarning,
             stacklevel=3,

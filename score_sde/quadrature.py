@@ -13,14 +13,15 @@ t_j = a + (b - a) (1 - cos(pi j / n)) / 2, j = 0..n, and is exact for polynomial
 order 2n with even j, so doubling the order re-uses every value already computed, and neighbouring panels
 share their end nodes.
 
-Error control. Each panel p starts at order ``n0``; its error estimate is e_p = |Q_n - Q_{n/2}| per batch
-entry, the error of the coarser rule: conservative for Q_n. (Scaling it by the last ratio of differences,
-as if convergence were geometric, was tried and dropped: an unresolved sharp feature, e.g. a sigmoid of
-width 0.01 on [0, 1], then passes with 1e-3 error against an estimate of 5e-8.) The integral is accepted
-when, for
-every batch entry b, sum_p e_pb <= atol + rtol * \int |f_b| dt; otherwise every panel with
-e_pb > (atol + rtol \int|f_b|) / (2 P) for some b doubles its order (at least one does: if none did, the sum
-would be at most half the tolerance). Orders stop at ``n_max``; the result then says ``converged=False``.
+Error control. Panels form a binary tree over [lo, hi] (:class:`AdaptiveClenshawCurtis`): each starts at
+order ``n0`` and doubles its order up to ``n_max``, then is bisected (log-split near a small lo). A panel's
+error estimate is e_p = |Q_n - Q_{n/2}| per batch entry, the error of the coarser rule: conservative for
+Q_n. (Scaling it by the last ratio of differences, as if convergence were geometric, was tried and dropped:
+an unresolved sharp feature, e.g. a sigmoid of width 0.01 on [0, 1], then passed with 1e-3 error against an
+estimate of 5e-8.) The integral is accepted when, for every batch entry b, sum_p e_pb <= atol + rtol *
+\int |f_b| dt; otherwise every panel with e_pb > (atol + rtol \int|f_b|) / (2 P) for some b is refined (at
+least one is: if none were, the sum would be at most half the tolerance). At ``max_panels`` the result says
+``converged=False``.
 """
 
 from __future__ import annotations
