@@ -506,9 +506,9 @@ def log_likelihood(
             (:mod:`score_sde.quadrature`), the divergence only at the nodes, batched; its error estimate is held
             to ``atol + rtol * \\int |1/2 g^2 div s| dt`` per sample (``info['delta_error']``). It pays where
             the divergence dominates the cost: measured (benchmarks/likelihood_vs_official.py, 1 CPU thread)
-            with the exact divergence 2.7x faster than the official loop on an MLP score (augmented: 1.5x)
-            and 1.9-3.1x on a 32-D mixture; with one Hutchinson probe it is slower than "augmented" (its
-            conservative error estimate asks for more nodes than the augmented solve has stages). x at the
+            with the exact divergence at equal accuracy 2.7x faster than the official loop on an MLP score
+            (augmented: 2.2x) and 2.9x on a 32-D mixture (augmented: 2.2x); with one Hutchinson probe it is
+            slower than "augmented" (it needs about as many nodes as the augmented solve has stages). x at the
             nodes is the solver's interpolant, so where the score varies sharply in x (uniform data near its
             box's faces) Delta can be off by more than the tolerance (1.2e-3 bits/dim at rtol = atol = 1e-5
             where "augmented" gives 4e-5), and with a

@@ -15,10 +15,14 @@ share their end nodes.
 
 Error control. Panels form a binary tree over [lo, hi] (:class:`AdaptiveClenshawCurtis`): each starts at
 order ``n0`` and doubles its order up to ``n_max``, then is bisected (log-split near a small lo). A panel's
-error estimate is e_p = |Q_n - Q_{n/2}| per batch entry, the error of the coarser rule: conservative for
-Q_n. (Scaling it by the last ratio of differences, as if convergence were geometric, was tried and dropped:
-an unresolved sharp feature, e.g. a sigmoid of width 0.01 on [0, 1], then passed with 1e-3 error against an
-estimate of 5e-8.) The integral is accepted when, for every batch entry b, sum_p e_pb <= atol + rtol *
+error estimate (default ``error_estimate="tail"``) is (b - a)/2 (|c_{n-2}| + |c_{n-1}| + |c_n|), the last
+Chebyshev coefficients of the interpolant through its nodes (they decay once the integrand is resolved; an
+unresolved feature keeps them large). ``"difference"`` uses |Q_n - Q_{n/2}|, the error of the coarser rule;
+measured on |t - 0.3| at rtol = atol = 1e-6 it under-estimated the error 20x (tail: 11x over). (Scaling the
+difference by the last ratio of differences, as if convergence were geometric, was tried and dropped: an
+unresolved sigmoid of width 0.01 on [0, 1] then passed with 1e-3 error against an estimate of 5e-8.) No
+estimate sees a feature narrower than the node spacing (a Gaussian spike of width 0.003 is missed).
+The integral is accepted when, for every batch entry b, sum_p e_pb <= atol + rtol *
 \int |f_b| dt; otherwise every panel with e_pb > (atol + rtol \int|f_b|) / (2 P) for some b is refined (at
 least one is: if none were, the sum would be at most half the tolerance). At ``max_panels`` the result says
 ``converged=False``.
@@ -56,6 +60,22 @@ def clenshaw_curtis(n: int) -> tuple[torch.Tensor, torch.Tensor]:
     c = torch.full_like(j, 2.0)
     c[0] = c[n] = 1.0
     return u, c * (1.0 - s) / (2.0 * n)
+
+
+def chebyshev_coefficients(values: torch.Tensor) -> torch.Tensor:
+    """Chebyshev coefficients c_0..c_n of the degree-n interpolant through values at the order-n Clenshaw–Curtis
+    nodes of a panel (increasing time, i.e. x_j = cos(pi j / n) from 1 down to -1): the DCT-I
+    c_k = (2 / n) sum''_j f_j cos(pi j k / n), with the end terms of the sum halved and c_0, c_n halved.
+    values: [n + 1, B] -> [n + 1, B]."""
+    n = values.shape[0] - 1
+    j = torch.arange(n + 1, dtype=torch.float64)
+    C = torch.cos(math.pi * j[:, None] * j[None, :] / n).to(values)  # [k, j]
+    h = torch.ones(n + 1, dtype=values.dtype, device=values.device)
+    h[0] = h[n] = 0.5
+    c = (2.0 / n) * C @ (h[:, None] * values)
+    c[0] *= 0.5
+    c[n] *= 0.5
+    return c
 
 
 def _rule(values: torch.Tensor, n: int, length: float) -> torch.Tensor:
@@ -103,14 +123,19 @@ class AdaptiveClenshawCurtis:
     produce in one go (the likelihood's x-solve returns them as interpolated outputs, at no extra NFE).
     """
 
-    def __init__(self, lo: float, hi: float, n0: int = 4, n_max: int = 16, max_panels: int = 512):
+    def __init__(
+        self, lo: float, hi: float, n0: int = 4, n_max: int = 16, max_panels: int = 512, error_estimate: str = "tail"
+    ):
         lo, hi = float(lo), float(hi)
         if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
             raise ValueError(f"need a finite interval lo < hi; got [{lo}, {hi}]")
         clenshaw_curtis(n0), clenshaw_curtis(n_max)  # validate the orders
         if not 2 <= n0 <= n_max:
             raise ValueError(f"need 2 <= n0 <= n_max (powers of two); got n0 = {n0}, n_max = {n_max}")
+        if error_estimate not in ("tail", "difference"):
+            raise ValueError(f"error_estimate must be 'tail' or 'difference'; got {error_estimate!r}")
         self.lo, self.hi, self.n0, self.n_max, self.max_panels = lo, hi, n0, n_max, max_panels
+        self.error_estimate = error_estimate
         self.u = clenshaw_curtis(n_max)[0].tolist()
 
     def nodes(self, a: float, b: float, n: int) -> list[float]:
@@ -131,6 +156,13 @@ class AdaptiveClenshawCurtis:
             level = [c for a, b in level for c in ((a, split_point(a, b, self.hi)), (split_point(a, b, self.hi), b))]
         return sorted(out)
 
+    def estimate(self, fine: torch.Tensor, n: int, length: float) -> torch.Tensor:
+        """Error estimate of a panel's order-n sum, [B]; ``fine``: [n + 1, B] values at its nodes."""
+        if self.error_estimate == "difference":
+            return (_rule(fine, n, length) - _rule(fine[::2], n // 2, length)).abs()
+        c = chebyshev_coefficients(fine)
+        return 0.5 * length * c[-3:].abs().sum(0)
+
     def integrate(self, f: Callable[..., torch.Tensor], rtol: float, atol: float) -> QuadratureResult:
         """\\int_lo^hi f(t) dt for a batched integrand ``f(times [m], panels) -> values [m, B]``, called once per
         refinement round with that round's new node times (float64, increasing) and the panels [(a, b), ...]
@@ -149,8 +181,8 @@ class AdaptiveClenshawCurtis:
             for pn in todo:
                 a, b, n, _ = pn
                 fine = torch.stack([values[t] for t in self.nodes(a, b, n)])  # [n + 1, B]
-                q, q_half = _rule(fine, n, b - a), _rule(fine[::2], n // 2, b - a)
-                d = (q - q_half).detach().abs()
+                q = _rule(fine, n, b - a)
+                d = self.estimate(fine.detach(), n, b - a)
                 pn[3] = (q, d, _rule(fine.detach().abs(), n, b - a))
             value = sum(pn[3][0] for pn in panels)
             errs = torch.stack([pn[3][1] for pn in panels])  # [P, B]

@@ -9,7 +9,7 @@ from problems import SDES, random_mixture
 
 import score_sde as ss
 from score_sde.likelihood import log_likelihood
-from score_sde.quadrature import AdaptiveClenshawCurtis, clenshaw_curtis, split_point
+from score_sde.quadrature import AdaptiveClenshawCurtis, chebyshev_coefficients, clenshaw_curtis, split_point
 
 EPS = 1e-5
 
@@ -87,6 +87,24 @@ def test_adaptive_rule_refines_only_where_needed_and_reports_failure():
         AdaptiveClenshawCurtis(1.0, 1.0)
     with pytest.raises(ValueError, match="n0"):
         AdaptiveClenshawCurtis(0.0, 1.0, n0=32, n_max=16)
+    with pytest.raises(ValueError, match="error_estimate"):
+        AdaptiveClenshawCurtis(0.0, 1.0, error_estimate="guess")
+
+
+def test_chebyshev_coefficients_recover_a_chebyshev_series():
+    n = 8
+    x = torch.cos(math.pi * torch.arange(n + 1, dtype=torch.float64) / n)  # node order: increasing time
+    f = 3 - 2 * x + 0.5 * (2 * x**2 - 1) + 0.25 * (4 * x**3 - 3 * x)
+    c = chebyshev_coefficients(torch.stack([f, 2 * f], 1))
+    want = torch.tensor([3.0, -2.0, 0.5, 0.25, 0, 0, 0, 0, 0], dtype=torch.float64)
+    torch.testing.assert_close(c, torch.stack([want, 2 * want], 1), rtol=0, atol=1e-13)
+
+
+@pytest.mark.parametrize("estimate", ["tail", "difference"])
+def test_both_error_estimates_resolve_a_sharp_sigmoid(estimate):
+    f = lambda t, p=(): torch.sigmoid((t[:, None] - 0.61) / 0.01)  # noqa: E731
+    res = AdaptiveClenshawCurtis(0.0, 1.0, error_estimate=estimate).integrate(f, 1e-6, 1e-6)
+    assert res.converged and abs(res.value.item() - 0.39) <= res.tolerance.item()
 
 
 # ---- the likelihood's quadrature scheme -----------------------------------------------------------------
