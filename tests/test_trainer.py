@@ -92,6 +92,19 @@ def test_warmup_and_ema_defaults():
     assert tr.ema_rate == 0.999
 
 
+def test_averaged_puts_weights_and_mode_back_when_the_block_raises():
+    tr = Trainer(tiny("training.n_iters=1"))
+    tr.fit()
+    raw = [p.detach().clone() for p in tr.net.parameters()]
+    tr.net.train()
+    with pytest.raises(RuntimeError, match="boom"), tr.averaged():
+        assert not tr.net.training
+        assert any(not torch.equal(p, r) for p, r in zip(tr.net.parameters(), raw))  # EMA weights inside
+        raise RuntimeError("boom")
+    assert tr.net.training
+    assert all(torch.equal(p, r) for p, r in zip(tr.net.parameters(), raw))
+
+
 def test_gradient_clipping_bounds_the_update():
     tr = Trainer(tiny("training.grad_clip=1e-3", "training.warmup=0", "training.n_iters=1"))
     _, norm = tr.train_step()

@@ -620,12 +620,15 @@ class Trainer:
     # -- evaluation -----------------------------------------------------------------------------
     @contextlib.contextmanager
     def averaged(self):
-        """Inside the block the network holds the EMA weights and is in eval mode."""
+        """Inside the block the network holds the EMA weights and is in eval mode; both are put back on
+        leaving it, also when the block raises."""
         was_training = self.net.training
         self.net.eval()
-        with self.ema.average_parameters():
-            yield
-        self.net.train(was_training)
+        try:
+            with self.ema.average_parameters():
+                yield
+        finally:
+            self.net.train(was_training)
 
     def sample(self, num: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
         """``num`` samples [num, ...] from the EMA model with ``cfg.sampling`` (rank-local)."""
