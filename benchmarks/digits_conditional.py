@@ -33,14 +33,13 @@ sys.path.insert(0, os.path.join(HERE, "..", "tests"))
 
 import score_sde as ss  # noqa: E402
 from score_sde import guidance as G  # noqa: E402
+from score_sde.metrics import mmd_permutation_pvalue  # noqa: E402
 
 RESULTS = os.path.join(HERE, "results")
 
 
 def _mmd_p(x, y, seed=0):
-    from problems import mmd_permutation_pvalue
-
-    return mmd_permutation_pvalue(x, y, n_perm=100, seed=seed)
+    return mmd_permutation_pvalue(x, y, n_perm=100, seed=seed, max_n=1500)
 
 
 # ---------------------------------------------------------------------------------------------

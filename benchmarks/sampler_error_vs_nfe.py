@@ -41,6 +41,7 @@ import torch
 from scipy.integrate import solve_ivp
 
 import score_sde as ss
+from score_sde import metrics
 from score_sde.solvers.fast import dpm_solver_fast_orders
 
 F64 = torch.float64
@@ -100,12 +101,9 @@ def reference(oracle: Oracle, x_T: torch.Tensor, s_max: float, s_min: float) -> 
     return torch.from_numpy(sol.y[:, -1]).reshape(shape)
 
 
-def sliced_w2(a: torch.Tensor, b: torch.Tensor, n_dir: int = 200, seed: int = 0) -> float:
-    g = torch.Generator().manual_seed(seed)
-    th = torch.randn(a.shape[1], n_dir, generator=g, dtype=F64)
-    th = th / th.norm(dim=0)
-    pa, pb = torch.sort(a @ th, 0)[0], torch.sort(b @ th, 0)[0]
-    return float(((pa - pb) ** 2).mean().sqrt())
+def sliced_w2(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Sliced W2 over 200 directions (score_sde.metrics)."""
+    return metrics.sliced_w2(a, b, n_proj=200)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -26,34 +26,9 @@ import time
 
 import torch
 
+from score_sde.metrics import two_sample_test
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def mmd_pvalue(x: torch.Tensor, y: torch.Tensor, frac: float = 1.0, n_perm: int = 200, seed: int = 0) -> float:
-    """Permutation p-value of the Gaussian-kernel MMD^2 of x [n, D] vs y [m, D].
-
-    The kernel bandwidth is ``frac`` times the median pairwise distance (``frac = 1``: the median
-    heuristic; ``frac = 1/4`` resolves structure such as separate modes).
-    """
-    g = torch.Generator().manual_seed(seed)
-    z = torch.cat([x, y]).double()
-    d2 = torch.cdist(z, z) ** 2
-    K = torch.exp(-d2 / (2 * frac**2 * d2[d2 > 0].median()))
-    n = x.shape[0]
-
-    def stat(idx):
-        a, b = idx[:n], idx[n:]
-        return (K[a][:, a].mean() + K[b][:, b].mean() - 2 * K[a][:, b].mean()).item()
-
-    s0 = stat(torch.arange(z.shape[0]))
-    null = [stat(torch.randperm(z.shape[0], generator=g)) for _ in range(n_perm)]
-    return (1 + sum(s >= s0 for s in null)) / (1 + n_perm)
-
-
-def two_sample_test(x: torch.Tensor, y: torch.Tensor, seed: int = 1) -> dict:
-    """MMD tests at bandwidths median and median/4; ``p`` combines them (Bonferroni: 2 min p)."""
-    p_med, p_fine = mmd_pvalue(x, y, 1.0, seed=seed), mmd_pvalue(x, y, 0.25, seed=seed)
-    return {"p": min(1.0, 2 * min(p_med, p_fine)), "p_median_bw": p_med, "p_quarter_bw": p_fine}
 
 
 def run(

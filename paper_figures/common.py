@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 
 import score_sde as ss
+from score_sde.metrics import mmd_rbf, sliced_w2  # noqa: F401 (re-exported: common.sliced_w2)
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -177,72 +178,7 @@ def savefig(fig, ctx: Context, dpi: int = 80) -> None:
     plt().close(fig)
 
 
-# ---- metrics -------------------------------------------------------------------------------------
-
-
-_QUANTILE_CACHE: dict = {}
-
-
-def _directions(d: int, n_proj: int, seed: int) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    th = torch.randn(d, n_proj, generator=g, dtype=torch.float64)
-    return th / th.norm(dim=0, keepdim=True)
-
-
-def _sorted_projections(x: torch.Tensor, n_proj: int, seed: int) -> torch.Tensor:
-    """Projections of x [n, D] on the directions, each sorted: [n, n_proj] (numpy sorts rows far
-    faster than torch.sort on this CPU build)."""
-    p = (_directions(x.shape[1], n_proj, seed).T @ x.T).contiguous().numpy()  # [n_proj, n]
-    p.sort(axis=1)
-    return torch.from_numpy(p).T
-
-
-def _quantiles(y: torch.Tensor, n: int, n_proj: int, seed: int) -> torch.Tensor:
-    """y's projections' quantile functions at the levels (i + 1/2)/n, [n, n_proj] (cached per y)."""
-    key = (y.data_ptr(), tuple(y.shape), float(y.sum()), float((y * y).sum()), n, n_proj, seed)
-    if key in _QUANTILE_CACHE:
-        return _QUANTILE_CACHE[key]
-    py = _sorted_projections(y, n_proj, seed)
-    m = py.shape[0]
-    if m != n:
-        levels = (torch.arange(n, dtype=torch.float64) + 0.5) / n * m - 0.5
-        lo = levels.floor().clamp(0, m - 1).long()
-        hi = (lo + 1).clamp(max=m - 1)
-        w = (levels - lo).clamp(0, 1)[:, None]
-        py = (1 - w) * py[lo] + w * py[hi]
-    if len(_QUANTILE_CACHE) > 64:
-        _QUANTILE_CACHE.clear()
-    _QUANTILE_CACHE[key] = py
-    return py
-
-
-def sliced_w2(x: torch.Tensor, y: torch.Tensor, n_proj: int = 256, seed: int = 0) -> float:
-    """Sliced 2-Wasserstein distance between two samples [n, D] and [m, D].
-
-    SW2(p, q)^2 = E_theta W2(theta#p, theta#q)^2 over directions theta uniform on the sphere; each
-    1-D W2 is computed from quantiles (the sorted x projections against y's quantile function at
-    the levels (i + 1/2)/n, linearly interpolated). The directions are fixed by ``seed``; y's
-    quantiles are cached, so comparing many samples against one reference is cheap.
-    """
-    x = x.reshape(x.shape[0], -1).double()
-    y = y.reshape(y.shape[0], -1).double() if y.dtype != torch.float64 or y.ndim != 2 else y
-    px = _sorted_projections(x, n_proj, seed)
-    py = _quantiles(y, x.shape[0], n_proj, seed)
-    return float(((px - py) ** 2).mean().sqrt())
-
-
-def mmd_rbf(x: torch.Tensor, y: torch.Tensor, bandwidth: float = 1.0) -> float:
-    """Unbiased squared MMD with a Gaussian kernel exp(-|a-b|^2 / (2 h^2))."""
-    x = x.reshape(x.shape[0], -1).double()
-    y = y.reshape(y.shape[0], -1).double()
-
-    def k(a, b):
-        return torch.exp(-(torch.cdist(a, b) ** 2) / (2 * bandwidth**2))
-
-    n, m = x.shape[0], y.shape[0]
-    kxx = (k(x, x).sum() - n) / (n * (n - 1))
-    kyy = (k(y, y).sum() - m) / (m * (m - 1))
-    return float(kxx + kyy - 2 * k(x, y).mean())
+# ---- metrics: score_sde.metrics (re-exported for the figure scripts) ------------------------------
 
 
 def mean_std(values) -> tuple[float, float]:

@@ -3,6 +3,7 @@
 import torch
 
 import score_sde as ss
+from score_sde import metrics
 
 SDES = {
     "vp": lambda: ss.VPSDE(0.1, 20.0, N=1000),
@@ -38,34 +39,6 @@ def gaussian(d: int, seed: int = 0) -> ss.GaussianMixture:
     return ss.Gaussian(m, 0.3 * A @ A.T + 0.1 * torch.eye(d, dtype=torch.float64))
 
 
-def mmd_permutation_pvalue(
-    x: torch.Tensor,
-    y: torch.Tensor,
-    n_perm: int = 200,
-    bandwidth: float | None = None,
-    seed: int = 0,
-    max_n: int = 1500,
-) -> float:
-    """Two-sample test: Gaussian-kernel MMD with a permutation p-value (subsamples to max_n each)."""
-    g = torch.Generator().manual_seed(seed)
-    x = x.reshape(x.shape[0], -1).double()
-    y = y.reshape(y.shape[0], -1).double()
-    x = x[torch.randperm(x.shape[0], generator=g)[:max_n]]
-    y = y[torch.randperm(y.shape[0], generator=g)[:max_n]]
-    z = torch.cat([x, y])
-    d2 = torch.cdist(z, z) ** 2
-    if bandwidth is None:
-        bandwidth = d2[d2 > 0].median().sqrt().item()
-    K = torch.exp(-d2 / (2 * bandwidth**2))
-    n = x.shape[0]
-    N = z.shape[0]
-    # The statistic mean K[a,a] + mean K[b,b] - 2 mean K[a,b] of a split (a, b) equals v^T K v with
-    # v = 1/n on a and -1/(N - n) on b; all permutations are scored with one matrix product.
-    perms = [torch.arange(N)] + [torch.randperm(N, generator=g) for _ in range(n_perm)]
-    V = torch.empty(N, n_perm + 1, dtype=K.dtype)
-    for j, p in enumerate(perms):
-        V[p[:n], j] = 1.0 / n
-        V[p[n:], j] = -1.0 / (N - n)
-    stats = (V * (K @ V)).sum(0)
-    count = int((stats[1:] >= stats[0]).sum())
-    return (count + 1) / (n_perm + 1)
+def mmd_permutation_pvalue(x, y, n_perm: int = 200, bandwidth: float | None = None, seed: int = 0, max_n: int = 1500):
+    """:func:`score_sde.metrics.mmd_permutation_pvalue`, subsampling each side to ``max_n`` by default."""
+    return metrics.mmd_permutation_pvalue(x, y, n_perm=n_perm, bandwidth=bandwidth, seed=seed, max_n=max_n)
