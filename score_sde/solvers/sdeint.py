@@ -58,15 +58,16 @@ class _ReverseTimeSDE(torch.nn.Module):
         last = self._last
         if last is not None and last[1] is y and last[0] == float(s):
             return last[2]
-        t = self._t(s)
+        t = self._t(s).to(device=y.device)
         x = y.reshape(self.shape)
-        sc = self.score(x, t.to(device=y.device, dtype=y.dtype).expand(y.shape[0])).reshape(y.shape)
-        out = float(self.fwd.g2(t)) * sc - float(self.fwd.dlog_alpha_dt(t)) * y
+        sc = self.score(x, t.to(dtype=y.dtype).expand(y.shape[0])).reshape(y.shape)
+        # in s = T - t the drift is minus the reverse drift f x - g^2 s (Song et al. 2021, eq. 6)
+        out = -self.fwd.reverse_drift(y, t, sc, probability_flow=False)
         self._last = (float(s), y, out)
         return out
 
     def g(self, s, y):
-        return torch.full_like(y, math.sqrt(float(self.fwd.g2(self._t(s)))))
+        return self.fwd.g2(self._t(s).to(device=y.device)).sqrt().to(y.dtype) * torch.ones_like(y)
 
 
 def _seed_from(generator) -> int:
@@ -102,10 +103,10 @@ def _solve(sde, score, x, eps, steps, method, denoise, seed, levy):
         y = torchsde.sdeint(rsde, y0, ts, bm=bm, method=method, dt=h * (1 + 1e-9))[-1]
     if denoise:
         # the last step, noise-free: x_mean = x + (f x - g^2 s) dt at t = eps + h, dt = -h
-        t = torch.tensor(eps + h, dtype=torch.float64)
+        t = torch.tensor(eps + h, dtype=torch.float64, device=x.device)
         xv = y.reshape(x.shape)
-        sc = score(xv, t.to(device=x.device, dtype=x.dtype).expand(B))
-        xv = xv * (1.0 - float(sde.dlog_alpha_dt(t)) * h) + (float(sde.g2(t)) * h) * sc
+        sc = score(xv, t.to(dtype=x.dtype).expand(B))
+        xv = xv - h * sde.reverse_drift(xv, t, sc, probability_flow=False)
         y = xv.reshape(B, -1)
     return y.reshape(x.shape)
 
