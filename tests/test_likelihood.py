@@ -5,6 +5,7 @@ exactly: ``delta + log p_T(z)`` must equal ``log p_eps(x)`` up to the solver's t
 """
 
 import math
+import warnings
 
 import pytest
 import torch
@@ -277,6 +278,19 @@ def test_gradient_with_respect_to_data_is_the_score():
     res = log_likelihood(sde, gmm.score_fn(sde), x, rtol=1e-9, atol=1e-9)
     (gx,) = torch.autograd.grad(_corrected(res, gmm, sde).sum(), x)
     torch.testing.assert_close(gx, gmm.score(x.detach(), EPS, sde), rtol=1e-4, atol=1e-4)
+
+
+def test_warns_when_the_flow_leaves_the_prior():
+    """A bad score (here -3x on VP: the PF drift 1/2 beta (3 - 1) x grows like e^10) ends far outside the prior;
+    the result says so instead of returning a silent -1e9 log-density. A good score does not warn."""
+    sde = ss.VPSDE()
+    x = torch.randn(4, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    with pytest.warns(RuntimeWarning, match="far outside the prior"):
+        log_likelihood(sde, lambda y, t: -3.0 * y, x)
+    gmm = random_mixture(3, seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        log_likelihood(sde, gmm.score_fn(sde), gmm.sample(8, generator=torch.Generator().manual_seed(1)))
 
 
 def test_no_graph_kept_when_nothing_requires_grad():
