@@ -130,6 +130,15 @@ def test_bad_value_is_named(override, key):
         C.validate(cfg, check_files=False)
 
 
+@pytest.mark.parametrize("extra", ["model.prediction=edm", "model.time_labels=discrete", "model.time_labels=t999"])
+def test_fourier_embedding_needs_positive_labels(extra):
+    cfg = C.apply_overrides(C.default_config(), ["model.embedding=fourier", extra])
+    with pytest.raises(ValueError, match=r"model\.embedding.*positive labels.*sinusoidal"):
+        C.validate(cfg, check_files=False)
+    ok = C.apply_overrides(C.default_config(), ["model.embedding=fourier", "model.time_labels=sigma"])
+    C.validate(ok, check_files=False)
+
+
 def test_missing_dataset_file_is_named(tmp_path):
     cfg = C.apply_overrides(C.default_config(), ["data.dataset=npz", f"data.root={tmp_path / 'nope.npz'}"])
     with pytest.raises(ValueError, match=r"data\.root.*nope\.npz"):

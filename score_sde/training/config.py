@@ -547,6 +547,16 @@ def validate(cfg: Config, check_files: bool = True) -> Config:
     _choice("model.kind", m.kind, ("mlp", "unet", "ddpmpp", "ncsnpp"))
     _choice("model.embedding", m.embedding, ("sinusoidal", "fourier"))
     _choice("model.resblock", m.resblock, ("ddpm", "biggan"))
+    labels = "edm" if m.prediction == "edm" else m.time_labels
+    if m.embedding == "fourier" and labels not in ("sigma", "continuous"):
+        hint = " (prediction 'edm' labels the net with c_noise = ln(sigma~)/4, which may be negative)" * (
+            m.prediction == "edm"
+        )
+        raise ValueError(
+            f"config key 'model.embedding' = 'fourier' embeds ln(label) and needs positive labels "
+            f"(model.time_labels 'sigma' or 'continuous'); the network gets {labels!r} labels{hint}: "
+            "use model.embedding = 'sinusoidal'"
+        )
     _positive("model.label_scale", m.label_scale)
     for k in ("hidden", "depth", "emb_dim", "ch", "num_res_blocks"):
         _positive(f"model.{k}", getattr(m, k))
