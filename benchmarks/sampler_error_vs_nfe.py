@@ -145,6 +145,8 @@ OURS = {
     "dpmpp_2m/quadratic": ("dpmpp_2m", {}, "quadratic"),
     "dpmpp_3m/quadratic": ("dpmpp_3m", {}, "quadratic"),
     "unipc2/uniform": ("unipc", {"order": 2}, "uniform"),
+    "unipc3/uniform": ("unipc", {"order": 3}, "uniform"),
+    "unipc3-bh1/uniform": ("unipc", {"order": 3, "variant": "bh1"}, "uniform"),
     "unipc3-bh1/logsnr": ("unipc", {"order": 3, "variant": "bh1"}, "logsnr"),
     "unipc3-full/logsnr": ("unipc", {"order": 3, "lower_order_final": False}, "logsnr"),
 }
