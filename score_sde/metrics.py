@@ -17,7 +17,8 @@ _QUANTILE_CACHE: dict = {}
 
 
 def _flat64(x: torch.Tensor) -> torch.Tensor:
-    return x.reshape(x.shape[0], -1).double()
+    """[n, D] float64 on the CPU (the metrics return Python floats; numpy sorts the projections)."""
+    return x.detach().reshape(x.shape[0], -1).cpu().double()
 
 
 def _directions(d: int, n_proj: int, seed: int) -> torch.Tensor:

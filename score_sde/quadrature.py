@@ -86,7 +86,7 @@ def _rule(values: torch.Tensor, n: int, length: float) -> torch.Tensor:
 
 @dataclass
 class QuadratureResult:
-    """Result of :meth:`CompositeClenshawCurtis.integrate`.
+    """Result of :meth:`AdaptiveClenshawCurtis.integrate`.
 
     Attributes:
         value: the integral, shape [B].
@@ -119,7 +119,7 @@ class AdaptiveClenshawCurtis:
     ``a + (b - a) u_i`` with the order-``n_max`` table u, so the nodes of every order of a panel are one nested
     set, and neighbouring panels share their end nodes (values are cached by time).
 
-    ``prefetch_depth`` / :meth:`likely_times` list the nodes of the tree's first levels, which a caller can
+    :meth:`likely_times` lists the nodes of the tree's first levels, which a caller can
     produce in one go (the likelihood's x-solve returns them as interpolated outputs, at no extra NFE).
     """
 

@@ -130,13 +130,14 @@ def test_bad_value_is_named(override, key):
         C.validate(cfg, check_files=False)
 
 
-@pytest.mark.parametrize("extra", ["model.prediction=edm", "model.time_labels=discrete", "model.time_labels=t999"])
+@pytest.mark.parametrize("extra", ["model.prediction=edm", "model.time_labels=discrete"])
 def test_fourier_embedding_needs_positive_labels(extra):
     cfg = C.apply_overrides(C.default_config(), ["model.embedding=fourier", extra])
     with pytest.raises(ValueError, match=r"model\.embedding.*positive labels.*sinusoidal"):
         C.validate(cfg, check_files=False)
-    ok = C.apply_overrides(C.default_config(), ["model.embedding=fourier", "model.time_labels=sigma"])
-    C.validate(ok, check_files=False)
+    for labels in ("sigma", "continuous", "t999"):  # positive labels on [eps, T]
+        ok = C.apply_overrides(C.default_config(), ["model.embedding=fourier", f"model.time_labels={labels}"])
+        C.validate(ok, check_files=False)
 
 
 def test_missing_dataset_file_is_named(tmp_path):

@@ -89,6 +89,8 @@ def test_adaptive_rule_refines_only_where_needed_and_reports_failure():
         AdaptiveClenshawCurtis(1.0, 1.0)
     with pytest.raises(ValueError, match="n0"):
         AdaptiveClenshawCurtis(0.0, 1.0, n0=32, n_max=16)
+    with pytest.raises(ValueError, match="integrand returned shape"):
+        AdaptiveClenshawCurtis(0.0, 1.0).integrate(lambda t, p=(): torch.zeros(len(t) + 1, 1), 1e-6, 1e-6)
     with pytest.raises(ValueError, match="error_estimate"):
         AdaptiveClenshawCurtis(0.0, 1.0, error_estimate="guess")
 

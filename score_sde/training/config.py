@@ -548,14 +548,11 @@ def validate(cfg: Config, check_files: bool = True) -> Config:
     _choice("model.embedding", m.embedding, ("sinusoidal", "fourier"))
     _choice("model.resblock", m.resblock, ("ddpm", "biggan"))
     labels = "edm" if m.prediction == "edm" else m.time_labels
-    if m.embedding == "fourier" and labels not in ("sigma", "continuous"):
-        hint = " (prediction 'edm' labels the net with c_noise = ln(sigma~)/4, which may be negative)" * (
-            m.prediction == "edm"
-        )
+    if m.embedding == "fourier" and labels in ("edm", "discrete"):
+        why = "c_noise = ln(sigma~)/4, negative below sigma~ = 1" if labels == "edm" else "indices from 0"
         raise ValueError(
-            f"config key 'model.embedding' = 'fourier' embeds ln(label) and needs positive labels "
-            f"(model.time_labels 'sigma' or 'continuous'); the network gets {labels!r} labels{hint}: "
-            "use model.embedding = 'sinusoidal'"
+            f"config key 'model.embedding' = 'fourier' embeds ln(label) and needs positive labels; the network "
+            f"gets {labels!r} labels ({why}): use model.embedding = 'sinusoidal' or model.time_labels 'sigma'"
         )
     _positive("model.label_scale", m.label_scale)
     for k in ("hidden", "depth", "emb_dim", "ch", "num_res_blocks"):
