@@ -537,13 +537,12 @@ def log_likelihood(
             (:mod:`score_sde.quadrature`), the divergence only at the nodes, batched; its error estimate is held
             to ``atol + rtol * \\int |1/2 g^2 div s| dt`` per sample (``info['delta_error']``). It pays where
             the divergence dominates the cost: measured (benchmarks/likelihood_vs_official.py, 1 CPU thread)
-            at equal accuracy 2.95x faster than the official loop with the exact divergence of an MLP score
-            (augmented: 2.1x), 4.8x on a 32-D mixture (augmented: 2.9x) and 2.09x there with one Hutchinson
-            probe (augmented: 0.89x); at equal tolerance it is slower, being far more accurate. x at the
+            at equal accuracy 2.7x faster than the official loop with the exact divergence of an MLP score
+            (augmented: 2.1x), 5.0x on a 32-D mixture (augmented: 2.45x) and 2.0x there with one Hutchinson
+            probe (augmented: 0.90x); at equal tolerance it is slower, being far more accurate. x at the
             nodes is the interpolant of a path solved 10x tighter than rtol, atol; where the score varies
             sharply in x (uniform data near its box's faces) Delta is still less accurate than "augmented"
-            (2.5e-4 bits/dim at rtol = atol = 1e-5 against 4e-5); with a float32 score its error stays near
-            float32 round-off (2.4e-7 nats/dim on the MLP, where the official loop's is 1.6e-7).
+            (2.5e-4 bits/dim at rtol = atol = 1e-5 against 4e-5).
 
     Returns:
         :class:`LikelihoodResult` with ``logp`` [B] (nats), ``z`` = x(T), ``prior_logp`` [B], ``delta`` [B], ``nfe``
