@@ -218,6 +218,19 @@ def _run(n: int, seed: int) -> dict:
     return {"rows": out, "samples": samples, "data": data, "n": n}
 
 
+def _cell(r: dict, which: str) -> str:
+    """One measured cell (``which``: "healthy" or "failing"), as the table and the figure print it."""
+    if "time healthy" in r:
+        return f"{r[which]} NFE, {r['time ' + which]:.2f} s, SW2 {r['sw2 ' + which]:.3f}"
+    return f"{r[which]:.3f}" + (f"; spread {r['spread ' + which]:.2f}" if "spread healthy" in r else "")
+
+
+def _target(r: dict) -> str:
+    if "sw2 of fresh data" in r:
+        return f"SW2 of fresh data {r['sw2 of fresh data']:.3f}"
+    return "0.4; 1" if "spread healthy" in r else f"{r['reference']:g}"
+
+
 def table(res: dict) -> str:
     lines = [
         f"Measured by `examples/failure_modes.py` ({res['n']} samples per setting, exact 2-D mixture, VP SDE).",
@@ -226,24 +239,8 @@ def table(res: dict) -> str:
         "|---|---|---|---|---|",
     ]
     for name, r in res["rows"].items():
-        if name == "slow generation":
-            h = f"{r['healthy']} NFE, {r['time healthy']:.2f} s, SW2 {r['sw2 healthy']:.3f}"
-            f = f"{r['failing']} NFE, {r['time failing']:.2f} s, SW2 {r['sw2 failing']:.3f}"
-            ref = f"SW2 of fresh data {r['sw2 of fresh data']:.3f}"
-        elif name == "mode collapse-like":
-            h = f"{r['healthy']:.3f}; spread {r['spread healthy']:.2f}"
-            f = f"{r['failing']:.3f}; spread {r['spread failing']:.2f}"
-            ref = "0.4; 1"
-        else:
-            h, f, ref = f"{r['healthy']:.3f}", f"{r['failing']:.3f}", f"{r['reference']:g}"
-        lines.append(f"| {name} | {r['metric']} | {h} | {f} | {ref} |")
+        lines.append(f"| {name} | {r['metric']} | {_cell(r, 'healthy')} | {_cell(r, 'failing')} | {_target(r)} |")
     return "\n".join(lines) + "\n"
-
-
-def _cell(r: dict, which: str) -> str:
-    if "time healthy" in r:
-        return f"{r[which]} NFE, {r['time ' + which]:.2f} s, SW2 {r['sw2 ' + which]:.3f}"
-    return f"{r[which]:.3f}" + (f", spread {r['spread ' + which]:.2f}" if "spread healthy" in r else "")
 
 
 def figure(res: dict, path: str) -> None:
