@@ -313,7 +313,7 @@ def test_declared_orders_are_the_nominal_orders():
     [
         ("ddim", {"eta": 1.0}),
         ("dpmpp_2m_sde", {"eta": 1.0}),
-        ("edm", {}),
+        ("edm", {"S_churn": 40.0, "S_min": 0.05, "S_max": 50.0, "S_noise": 1.003}),  # EDM's churn setting
         ("restart", {}),
     ],
 )

@@ -1,8 +1,8 @@
 """The one integrator layer: time grids, steppers, the loop, and the adaptive back-ends."""
 
-from .api import SAMPLERS, available_samplers, register_sampler, sample
+from .api import SAMPLERS, available_samplers, register_sampler, sample, sampler_option_names
 from .base import Context, CountingScore, StepOutput, Stepper
-from .correctors import CORRECTORS, AnnealedLangevinCorrector, LangevinCorrector, PCStepper
+from .correctors import CORRECTORS, AnnealedLangevinCorrector, LangevinCorrector, PCStepper, register_corrector
 from .grids import GRIDS, make_grid
 from .loop import SampleResult, integrate
 from .ode import NFEBudgetExceeded, odeint_clamped, odeint_pf, probability_flow_drift
@@ -16,6 +16,7 @@ __all__ = [
     "sample",
     "available_samplers",
     "register_sampler",
+    "sampler_option_names",
     "SAMPLERS",
     "Stepper",
     "StepOutput",
@@ -25,6 +26,7 @@ __all__ = [
     "LangevinCorrector",
     "AnnealedLangevinCorrector",
     "CORRECTORS",
+    "register_corrector",
     "PREDICTORS",
     "AncestralSampling",
     "EulerMaruyama",

@@ -54,13 +54,37 @@ def _pick(table: dict, kind: str, name) -> type:
     return table[name]
 
 
+def _factory_params(factory) -> set[str] | None:
+    """Keyword names ``factory`` accepts (None: it takes ``**kwargs`` or cannot be inspected)."""
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return None
+    kinds = (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return {n for n, p in params.items() if p.kind in kinds}
+
+
 def _build_pc(
-    predictor="reverse_diffusion", corrector="langevin", snr=0.16, corrector_steps=1, per_sample_norms=False
-) -> Stepper:
+    predictor="reverse_diffusion", corrector="langevin", snr=None, corrector_steps=None, per_sample_norms=None
+):
+    """PC stepper. ``snr`` (Langevin default 0.16), ``corrector_steps`` (default 1) and ``per_sample_norms``
+    (default False) go to the corrector when given; a registered corrector that does not take one of
+    them (:func:`~score_sde.solvers.correctors.register_corrector`) raises TypeError naming it."""
     p = _pick(PREDICTORS, "predictor", predictor)
     p = p if isinstance(p, Stepper) else p()
     c = _pick(CORRECTORS, "corrector", corrector)
-    c = c if isinstance(c, Stepper) else c(snr=snr, n_steps=corrector_steps, per_sample=per_sample_norms)
+    if not isinstance(c, Stepper):
+        given = {"snr": snr, "n_steps": corrector_steps, "per_sample": per_sample_norms}
+        given = {k: v for k, v in given.items() if v is not None}
+        takes = _factory_params(c)
+        if takes is not None:
+            public = {"snr": "snr", "n_steps": "corrector_steps", "per_sample": "per_sample_norms"}
+            bad = [public[k] for k in given if k not in takes]
+            if bad:
+                raise TypeError(f"corrector {corrector!r} takes no option(s) {bad}; it takes {sorted(takes)}")
+        c = c(**given)
     return PCStepper(p, c)
 
 
@@ -70,22 +94,30 @@ for _name, _cls in PREDICTORS.items():
         register_sampler(_name, build=_cls, doc=(_cls.__doc__ or "").split("\n")[0])
 
 
+# arguments ``ss.sample`` itself hands to an adaptive back-end's solve function (not sampler options)
+_SOLVE_ARGS = {"sde", "score_fn", "x_T", "eps", "generator", "progress", "cond", "steps", "nfe", "denoise",
+               "callback", "record", "grid"}  # fmt: skip
+
+
+def sampler_option_names(sampler: str) -> list[str] | None:
+    """The keyword options a registered sampler takes (``ss.sample(..., **options)``), sorted;
+    ``None`` when it takes any (``**kwargs``) or cannot be inspected. Raises ValueError for an unknown name."""
+    available_samplers()
+    if sampler not in SAMPLERS:
+        raise ValueError(f"unknown sampler {sampler!r}; valid samplers: {sorted(SAMPLERS)}")
+    spec = SAMPLERS[sampler]
+    names = _factory_params(spec.build if spec.solve is None else spec.solve)
+    return None if names is None else sorted(names - _SOLVE_ARGS if spec.solve is not None else names)
+
+
 def _check_options(spec: SamplerSpec, options: dict) -> None:
     """Raise TypeError naming any option the sampler does not take (and listing those it does)."""
-    fn = spec.build if spec.solve is None else spec.solve
-    try:
-        params = inspect.signature(fn).parameters
-    except (TypeError, ValueError):  # builtins / odd callables: let the call itself complain
+    names = _factory_params(spec.build if spec.solve is None else spec.solve)
+    if names is None:  # **kwargs / builtins: let the call itself complain
         return
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return
-    bad = sorted(set(options) - set(params))
+    bad = sorted(set(options) - names)
     if bad:
-        valid = sorted(
-            n
-            for n, p in params.items()
-            if p.kind in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-        )
+        valid = sorted(names - _SOLVE_ARGS) if spec.solve is not None else sorted(names)
         raise TypeError(f"sampler {spec.name!r} got unknown option(s) {bad}; its options are {valid}")
 
 

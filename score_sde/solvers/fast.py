@@ -728,7 +728,10 @@ def _heun(final: str = "step"):
     return EDMHeun(final=final)
 
 
-def _edm(S_churn: float = 40.0, S_min: float = 0.05, S_max: float = 50.0, S_noise: float = 1.003, final="step"):
+def _edm(S_churn: float = 0.0, S_min: float = 0.0, S_max: float = math.inf, S_noise: float = 1.0, final="step"):
+    """EDM sampler (Karras et al. 2022, Alg. 2). Deterministic Heun (Alg. 1) unless churn is asked for, as in
+    EDM's and k-diffusion's samplers; EDM's stochastic CIFAR-10 setting is S_churn=40, S_min=0.05,
+    S_max=50, S_noise=1.003 (its Table 5)."""
     return EDMHeun(S_churn, S_min, S_max, S_noise, final)
 
 
@@ -741,7 +744,7 @@ register_sampler("dpmpp_3m", build=functools.partial(DPMSolverPP, 3), default_gr
 register_sampler("dpmpp_2m_sde", build=DPMSolverPP2MSDE, default_grid="auto", doc="SDE-DPM-Solver++(2M)")
 register_sampler("unipc", build=UniPC, default_grid="auto", doc="UniPC (UniP + UniC, bh2)")
 register_sampler("heun", build=_heun, default_grid="karras", doc="EDM Heun (Karras et al. 2022, Alg. 1)")
-register_sampler("edm", build=_edm, default_grid="karras", doc="EDM stochastic sampler with churn (Alg. 2)")
+register_sampler("edm", build=_edm, default_grid="karras", doc="EDM sampler (Alg. 2); deterministic unless S_churn > 0")
 register_sampler("restart", build=Restart, default_grid="karras", doc="Restart sampling (Xu et al. 2023)")
 
 __all__ = [
