@@ -232,6 +232,44 @@ def _check_scale(scale) -> float:
 # ---------------------------------------------------------------------------------------------
 
 
+def _takes_cond_only_as_varargs(score_fn: Callable) -> bool:
+    """True for ``f(x, t, *args)``: it accepts a third argument but names none (an unconditional score
+    that tolerates extra arguments, such as ``GaussianMixture.score_fn(sde)``)."""
+    fn = score_fn.forward if isinstance(score_fn, torch.nn.Module) else score_fn
+    try:
+        params = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):
+        return False
+    named = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return len(named) < 3 and any(p.kind is p.VAR_POSITIONAL for p in params)
+
+
+def _check_cfg_arguments(score_fn, scale, null_label, num_classes, null_context) -> None:
+    """Catch the wrong calls of ``ClassifierFreeGuidance(score_fn, scale)`` at construction, not at sample time."""
+    usage = (
+        "ClassifierFreeGuidance(score_fn, scale) takes ONE conditional model score_fn(x, t, cond) (its null "
+        "condition gives the unconditional score) and a number"
+    )
+    if callable(scale) or torch.is_tensor(scale):
+        raise TypeError(f"{usage}; got a {type(scale).__name__} for scale (two models, or the arguments swapped?)")
+    if not callable(score_fn):
+        raise TypeError(f"{usage}; got score_fn = {score_fn!r} ({type(score_fn).__name__}), which is not callable")
+    declared = conditioning_of(score_fn)
+    if (
+        _takes_cond_only_as_varargs(score_fn)
+        and declared["num_classes"] is None
+        and declared["context_dim"] is None
+        and null_label is None
+        and num_classes is None
+        and null_context is None
+    ):
+        raise ValueError(
+            f"{usage}; {getattr(score_fn, '__name__', type(score_fn).__name__)} takes cond only through *args and "
+            "declares neither num_classes nor context_dim, so it looks unconditional (e.g. gmm.score_fn(sde)). Pass a "
+            "conditional model, or give null_label= / num_classes= / null_context= to say how to drop its condition"
+        )
+
+
 class ClassifierFreeGuidance:
     """Classifier-free guidance (Ho & Salimans 2021; the seed's eps^ = eps_u + s (eps_c - eps_u)).
 
@@ -267,6 +305,7 @@ class ClassifierFreeGuidance:
         interval: tuple[float, float] | None = None,
         batched: bool = True,
     ):
+        _check_cfg_arguments(score_fn, scale, null_label, num_classes, null_context)
         info = require_conditional(score_fn, "classifier-free guidance")
         self.score_fn = score_fn
         self.scale = _check_scale(scale)
