@@ -4,6 +4,8 @@
 
     score-sde train      --config configs/<experiment>.yaml --workdir runs/<name> [--set key=value ...]
     score-sde sample     --workdir runs/<name> [--sampler pc] [--steps 1000] [--num 64] --out samples.png|.npz
+                         [--predictor ... --corrector ... --snr ... --nfe ... --opt key=value ...]
+                         [--guidance-scale 3 --class-labels 0,1] [--mask m.png --image x.png] [--plugin mod]
     score-sde likelihood --workdir runs/<name> [--split test] [--divergence hutchinson --probes 1]
     score-sde figures    [--fast] [--only fig2,table1]   (source checkout: regenerates paper_figures/)
     torchrun --nproc_per_node=N -m score_sde train ...      (DistributedDataParallel; same flags)
@@ -140,79 +142,16 @@ def _run_train(args) -> int:
 
 
 def _sample_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--workdir", required=True)
-    p.add_argument("--sampler", default=None, help="a name of ss.available_samplers() (default: the config's)")
-    p.add_argument("--steps", type=int, default=None, help="grid steps (default: the config's)")
-    p.add_argument(
-        "--num",
-        "--num-samples",
-        dest="num",
-        type=int,
-        default=64,
-        help="number of samples (under torchrun write --num-samples: torchrun reads --num as its own)",
-    )
-    p.add_argument("--out", default="samples.png", help="a .png (grid or scatter plot) or .npz (array 'samples')")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=None, help="samples per solve on each rank")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
+    """The ``sample`` options (all in :mod:`score_sde.sample_cli`)."""
+    from .sample_cli import add_arguments
+
+    add_arguments(p)
 
 
 def _run_sample(args) -> int:
-    import numpy as np
-    import torch
+    from .sample_cli import run
 
-    from .training.distributed import cleanup, gather_cat, init_distributed, shard_range
-    from .training.trainer import _mix_seed, load_workdir, sample_model, save_samples
-
-    if args.num < 1:
-        raise UsageError(f"--num must be >= 1; got {args.num}")
-    ext = os.path.splitext(args.out)[1].lower()
-    if ext not in (".png", ".npz"):
-        raise UsageError(f"--out must end in .png or .npz; got {args.out!r}")
-    ctx = init_distributed(args.device)
-    try:
-        cfg, sde, model, state = load_workdir(args.workdir, device=args.device, ema=not args.no_ema)
-        if args.sampler is not None:
-            from .solvers import available_samplers
-
-            if args.sampler not in available_samplers():
-                raise UsageError(f"unknown sampler {args.sampler!r}; valid samplers: {available_samplers()}")
-        p = next(model.parameters())
-        lo, hi = shard_range(args.num, ctx.rank, ctx.world_size)
-        g = torch.Generator(device=p.device).manual_seed(_mix_seed(args.seed, ctx.rank))
-        bs = args.batch_size or max(hi - lo, 1)
-        shape = tuple(int(s) for s in state["data_shape"])
-        parts = [
-            sample_model(
-                cfg,
-                sde,
-                model,
-                shape,
-                min(bs, hi - i),
-                device=p.device,
-                dtype=p.dtype,
-                generator=g,
-                sampler=args.sampler,
-                steps=args.steps,
-            )
-            for i in range(lo, hi, bs)
-        ]
-        x = torch.cat(parts) if parts else torch.zeros((0, *shape), dtype=p.dtype, device=p.device)
-        x = gather_cat(x, ctx).cpu()
-        if ctx.is_main:
-            if ext == ".npz":
-                os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-                np.savez(args.out, samples=x.float().numpy())
-            else:
-                save_samples(x, args.out, centered=cfg.data.centered)
-            print(
-                f"wrote {x.shape[0]} samples of shape {tuple(x.shape[1:])} to {args.out} "
-                f"(sampler {args.sampler or cfg.sampling.sampler}, step {state['step']}, {ctx.world_size} rank(s))"
-            )
-    finally:
-        cleanup(ctx)
-    return 0
+    return run(args)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -313,6 +252,9 @@ def register_plugins() -> None:
 def build_parser() -> argparse.ArgumentParser:
     register_plugins()
     parser = argparse.ArgumentParser(prog="score-sde", description="Score-based generative modelling with SDEs.")
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"score-sde {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for cmd in SUBCOMMANDS.values():
         p = sub.add_parser(cmd.name, help=cmd.help, description=cmd.help)
