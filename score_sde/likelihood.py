@@ -701,6 +701,12 @@ class DatasetBitsPerDim:
     def __iter__(self):
         return iter((self.mean, self.stderr))
 
+    def __repr__(self) -> str:  # a summary: the per-sample tensor can hold a whole test set
+        return (
+            f"{type(self).__name__}(mean={self.mean:.4f}, stderr={self.stderr:.4f}, num={self.num}, nfe={self.nfe}, "
+            f"per_sample=<tensor of shape {tuple(self.per_sample.shape)}>)"
+        )
+
 
 def _batches(data, batch_size: int):
     if torch.is_tensor(data):
