@@ -32,8 +32,28 @@ from score_sde.metrics import mmd_rbf, sliced_w2  # noqa: F401 (re-exported: com
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-DEFAULT_OUT = HERE / "figures"
+DEFAULT_OUT = REPO / "out" / "paper_figures"  # git-ignored: a run never touches the committed results
+COMMITTED = HERE / "figures"  # the committed full-run results, written only by --update-committed
 DEFAULT_WORKDIR = REPO / "runs" / "paper_figures"  # git-ignored cache of trained checkpoints
+FAST_LABEL = "FAST MODE (CI scale: tiny models, few samples): checks that the pipeline runs; not the paper's numbers"
+
+
+def resolve_out(out: str | Path | None, fast: bool, update_committed: bool = False) -> Path:
+    """The output folder: ``out`` or :data:`DEFAULT_OUT`; :data:`COMMITTED` only with ``update_committed``
+    (a full run: fast-mode numbers never replace the committed ones)."""
+    if update_committed:
+        if fast:
+            raise ValueError("--update-committed regenerates the committed full-run results; it cannot be --fast")
+        if out is not None and Path(out).resolve() != COMMITTED:
+            raise ValueError(f"--update-committed writes to {COMMITTED}; drop --out {out}")
+        return COMMITTED
+    path = Path(out) if out is not None else DEFAULT_OUT
+    if path.resolve() == COMMITTED:
+        raise ValueError(
+            f"{COMMITTED} holds the committed full-run results; regenerate them with "
+            "`python -m paper_figures --update-committed`, or write elsewhere with --out"
+        )
+    return path
 
 
 @dataclass
@@ -100,10 +120,11 @@ def execute(
     workdir: str | Path | None = None,
     sets: list[str] | None = None,
     verbose: bool = True,
+    update_committed: bool = False,
 ) -> dict:
     """Run one figure script and write its PNG/JSON/markdown; returns the JSON record."""
     cfg = make_config(config_cls, fast, fast_overrides, sets)
-    out = Path(out) if out is not None else DEFAULT_OUT
+    out = resolve_out(out, fast, update_committed)
     out.mkdir(parents=True, exist_ok=True)
     workdir = Path(workdir) if workdir is not None else DEFAULT_WORKDIR
     ctx = Context(out=out, workdir=workdir, fast=fast, name=name)
@@ -118,6 +139,7 @@ def execute(
     record = {
         "name": name,
         "fast": fast,
+        "mode": FAST_LABEL if fast else "full run",
         "seconds": round(seconds, 2),
         "config": dataclasses.asdict(cfg),
         "numbers": _jsonable(report.numbers),
@@ -125,7 +147,10 @@ def execute(
         "notes": report.notes,
     }
     ctx.path(".json").write_text(json.dumps(record, indent=2) + "\n")
-    md = f"### {name}\n\n{report.markdown.strip()}\n"
+    md = f"### {name}\n\n"
+    if fast:
+        md += f"**{FAST_LABEL}.**\n\n"
+    md += f"{report.markdown.strip()}\n"
     if report.notes:
         md += f"\n{report.notes.strip()}\n"
     md += f"\n_{'fast' if fast else 'full'} mode, {seconds:.1f} s._\n"
@@ -139,12 +164,14 @@ def script_main(name: str, config_cls, fast_overrides: dict, run: Callable, argv
     p = argparse.ArgumentParser(description=doc or name)
     p.add_argument("--fast", action="store_true", help="CI scale (seconds instead of minutes)")
     p.add_argument("--out", default=None, help=f"output folder (default {DEFAULT_OUT})")
+    p.add_argument("--update-committed", action="store_true", help=f"full run into the committed {COMMITTED}")
     p.add_argument("--workdir", default=None, help=f"cache of trained models (default {DEFAULT_WORKDIR})")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
     a = p.parse_args(argv)
     if os.environ.get("OMP_NUM_THREADS"):
         torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
-    return execute(name, config_cls, fast_overrides, run, fast=a.fast, out=a.out, workdir=a.workdir, sets=a.set)
+    return execute(name, config_cls, fast_overrides, run, fast=a.fast, out=a.out, workdir=a.workdir, sets=a.set,
+                   update_committed=a.update_committed)  # fmt: skip
 
 
 def _jsonable(v):
@@ -173,7 +200,14 @@ def plt():
     return pyplot
 
 
+def label_fast(fig, ctx: Context) -> None:
+    """Stamp :data:`FAST_LABEL` above a fast-mode figure (full runs are left as they are)."""
+    if ctx.fast:
+        fig.text(0.5, 1.02, FAST_LABEL, ha="center", va="bottom", color="crimson", fontsize=9, weight="bold")
+
+
 def savefig(fig, ctx: Context, dpi: int = 80) -> None:
+    label_fast(fig, ctx)
     fig.savefig(ctx.path(".png"), dpi=dpi, bbox_inches="tight")
     plt().close(fig)
 

@@ -1,5 +1,8 @@
 """Regenerate every paper figure and table: ``python -m paper_figures [--fast] [--only fig2,table1]``.
 
+Outputs go to ``out/paper_figures/`` (git-ignored; ``--out DIR``); the committed full-run results in
+``paper_figures/figures/`` are rewritten only by ``python -m paper_figures --update-committed``.
+
 Also ``score-sde figures [--fast] [--only ...]`` from a source checkout (the command finds this
 folder next to the installed package). Each item writes ``<out>/<name>.png``, ``.json`` and
 ``.md``; this runner then writes ``<out>/RESULTS.md`` (all tables) and ``<out>/timings.json``.
@@ -41,7 +44,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     """The options of the runner (shared with ``score-sde figures``)."""
     p.add_argument("--fast", action="store_true", help="CI scale: every item in seconds (<= 3 min in all)")
     p.add_argument("--only", default=None, help=f"comma-separated subset of {','.join(ITEMS)}")
-    p.add_argument("--out", default=None, help=f"output folder (default {common.DEFAULT_OUT})")
+    p.add_argument("--out", default=None, help=f"output folder (default {common.DEFAULT_OUT}, git-ignored)")
+    p.add_argument(
+        "--update-committed",
+        action="store_true",
+        help=f"a full run that rewrites the committed results in {common.COMMITTED} (not with --fast)",
+    )
     p.add_argument("--workdir", default=None, help=f"cache of trained models (default {common.DEFAULT_WORKDIR})")
     p.add_argument("--fresh", action="store_true", help="delete the cached trained models first")
     p.add_argument("--keep-going", action="store_true", help="report a failing item and go on with the rest")
@@ -64,10 +72,14 @@ def run(
     workdir: str | os.PathLike | None = None,
     fresh: bool = False,
     keep_going: bool = False,
+    update_committed: bool = False,
 ) -> dict:
-    """Run the selected items; returns {name: JSON record} (a failed item: {"error": ...})."""
+    """Run the selected items; returns {name: JSON record} (a failed item: {"error": ...}).
+
+    Outputs go to ``out`` (default :data:`common.DEFAULT_OUT`, outside the tracked tree); only
+    ``update_committed=True`` (a full run) rewrites the committed ``paper_figures/figures/``."""
     names = select(only)
-    out = Path(out) if out is not None else common.DEFAULT_OUT
+    out = common.resolve_out(out, fast, update_committed)
     workdir = Path(workdir) if workdir is not None else common.DEFAULT_WORKDIR
     if fresh and workdir.exists():
         shutil.rmtree(workdir)
@@ -78,7 +90,10 @@ def run(
     for name in names:
         mod = importlib.import_module(f"paper_figures.{ITEMS[name]}")
         try:
-            records[name] = common.execute(mod.NAME, mod.Config, mod.FAST, mod.run, fast=fast, out=out, workdir=workdir)
+            records[name] = common.execute(
+                mod.NAME, mod.Config, mod.FAST, mod.run, fast=fast, out=out, workdir=workdir,
+                update_committed=update_committed,
+            )  # fmt: skip
         except Exception as e:
             if not keep_going:
                 raise
@@ -91,7 +106,10 @@ def run(
 
 
 def _write_results(out: Path, names: list[str], records: dict, fast: bool, total: float) -> None:
-    parts = [f"# Paper figures: {'fast' if fast else 'full'} run\n\nTotal {total:.1f} s.\n"]
+    head = f"# Paper figures: {'fast' if fast else 'full'} run\n\nTotal {total:.1f} s.\n"
+    if fast:
+        head += f"\n**{common.FAST_LABEL}.**\n"
+    parts = [head]
     for name in names:
         md = out / f"{name}.md"
         if "error" in records.get(name, {}):
@@ -104,7 +122,7 @@ def _write_results(out: Path, names: list[str], records: dict, fast: bool, total
 
 
 def run_from_args(args: argparse.Namespace) -> int:
-    records = run(args.fast, args.only, args.out, args.workdir, args.fresh, args.keep_going)
+    records = run(args.fast, args.only, args.out, args.workdir, args.fresh, args.keep_going, args.update_committed)
     return 1 if any("error" in r for r in records.values()) else 0
 
 

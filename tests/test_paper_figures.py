@@ -37,8 +37,11 @@ def test_every_item_writes_png_json_md(fast_run):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         rec = json.loads((out / f"{name}.json").read_text())
         assert rec["fast"] is True and rec["numbers"], name
-        assert (out / f"{name}.md").read_text().startswith(f"### {name}")
+        assert rec["mode"] == common.FAST_LABEL, name
+        md = (out / f"{name}.md").read_text()
+        assert md.startswith(f"### {name}") and common.FAST_LABEL in md, name  # labelled in every table
     results = (out / "RESULTS.md").read_text()
+    assert common.FAST_LABEL in results
     assert all(f"![{n}]({n}.png)" in results for n in run_all.ITEMS)
     assert json.loads((out / "timings.json").read_text())["fast"] is True
 
@@ -163,3 +166,21 @@ def test_cli_figures_subcommand(tmp_path, capsys):
     assert (tmp_path / "fig5.png").exists() and (tmp_path / "RESULTS.md").exists()
     assert main(["figures", "--only", "nope", "--out", str(tmp_path)]) == 2
     assert "unknown figure" in capsys.readouterr().err
+
+
+def test_outputs_go_outside_the_tracked_tree_and_fast_figures_are_stamped(tmp_path):
+    assert common.resolve_out(None, fast=True) == common.REPO / "out" / "paper_figures"  # git-ignored /out/
+    assert "/out/" in (common.REPO / ".gitignore").read_text().split()
+    with pytest.raises(ValueError, match="--update-committed"):
+        common.resolve_out(common.COMMITTED, fast=False)  # the committed results are not an --out
+    with pytest.raises(ValueError, match="cannot be --fast"):
+        common.resolve_out(None, fast=True, update_committed=True)
+    assert common.resolve_out(None, fast=False, update_committed=True) == common.COMMITTED
+    with pytest.raises(ValueError, match="--update-committed"):
+        run_all.main(["--fast", "--only", "fig5", "--out", str(common.COMMITTED)])
+    plt = common.plt()
+    for fast in (True, False):
+        fig = plt.figure()
+        ctx = common.Context(out=tmp_path, workdir=tmp_path, fast=fast, name="x")
+        common.savefig(fig, ctx)
+        assert any(common.FAST_LABEL in t.get_text() for t in fig.texts) == fast
