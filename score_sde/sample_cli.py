@@ -48,7 +48,19 @@ class SampleUsageError(ValueError):
     """A bad ``sample`` command line (printed as ``score-sde: error: ...``)."""
 
 
+def sampler_listing() -> str:
+    """``name: options; ...`` of every registered sampler (the ``sample --help`` epilog)."""
+    from .solvers import available_samplers, sampler_option_names
+
+    parts = []
+    for name in available_samplers():
+        opts = sampler_option_names(name)
+        parts.append(f"{name} ({', '.join(opts) if opts else 'no options'})" if opts is not None else f"{name} (any)")
+    return "samplers and their --opt keys: " + "; ".join(parts) + "."
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.epilog = sampler_listing()
     p.add_argument("--workdir", required=True)
     p.add_argument("--sampler", default=None, help="a name of ss.available_samplers() (default: the config's)")
     p.add_argument("--steps", type=int, default=None, help="grid steps (default: the config's)")

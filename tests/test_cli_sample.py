@@ -211,6 +211,10 @@ def test_progress_bar_flag_and_version(toy, tmp_path, capsys):
     assert run("sample", "--workdir", toy, "--num", 2, "--out", tmp_path / "a.npz") == 0  # not a terminal: no bar
     assert "euler_maruyama:" not in capsys.readouterr().err
     with pytest.raises(SystemExit):
+        run("sample", "--help")
+    helptext = " ".join(capsys.readouterr().out.split())
+    assert "edm (S_churn, S_max, S_min, S_noise, final)" in helptext and "--guidance-scale" in helptext
+    with pytest.raises(SystemExit):
         run("--version")
     import score_sde
 
