@@ -129,3 +129,13 @@ def test_readme_measurements_appear_in_their_result_file(row_key, result):
     text = (REPO / "benchmarks" / "results" / result).read_text()
     numbers = re.findall(r"\d+\.\d{3}", row)  # the measured values (3 decimals) of the row
     assert numbers and all(n in text for n in numbers), [n for n in numbers if n not in text]
+
+
+def test_readme_points_to_the_extension_api_and_explains_the_two_digits_numbers():
+    section = README[README.index("## Extending score_sde") :]
+    for name in ("Stepper", "StepOutput", "Context", "register_sampler", "register_corrector", "load_workdir"):
+        assert f"`{name}`" in section or f"`score_sde.training.{name}`" in section, name
+    assert (REPO / "docs" / "extending.md").is_file()
+    why = README[README.index("Why the digits bits/dim differ") :][:1200]
+    table2 = (REPO / "paper_figures" / "figures" / "table2.md").read_text()
+    assert "2.842" in why and "2.33" in why and "| VP | 2.328" in table2  # Table 2 rounds 2.328
