@@ -7,7 +7,7 @@
                          [--predictor ... --corrector ... --snr ... --nfe ... --opt key=value ...]
                          [--guidance-scale 3 --class-labels 0,1] [--mask m.png --image x.png] [--plugin mod]
     score-sde likelihood --workdir runs/<name> [--split test] [--divergence hutchinson --probes 1]
-    score-sde figures    [--fast] [--only fig2,table1]   (source checkout: regenerates paper_figures/)
+    score-sde figures    [--fast] [--only fig2,table1]   (source checkout: writes out/paper_figures/)
     torchrun --nproc_per_node=N -m score_sde train ...      (DistributedDataParallel; same flags)
 
 Under torchrun write ``--num-samples`` / ``--num-points`` for ``--num`` (torchrun's own parser
