@@ -68,7 +68,7 @@ def _factory_params(factory) -> set[str] | None:
 
 def _build_pc(
     predictor="reverse_diffusion", corrector="langevin", snr=None, corrector_steps=None, per_sample_norms=None
-):
+) -> Stepper:
     """PC stepper. ``snr`` (Langevin default 0.16), ``corrector_steps`` (default 1) and ``per_sample_norms``
     (default False) go to the corrector when given; a registered corrector that does not take one of
     them (:func:`~score_sde.solvers.correctors.register_corrector`) raises TypeError naming it."""
