@@ -117,8 +117,8 @@ def check_command(cmd: list[str]) -> None:
     elif _is_python(prog) and args[:2] == ["-m", "score_sde"]:
         _parse(cli.build_parser(), args[2:])
     elif _is_python(prog) and args[:2] == ["-m", "paper_figures"]:
-        from paper_figures import run_all
-
+        run_all = cli._figures_module()  # paper_figures/run_all.py of this checkout (found next to the package)
+        assert run_all is not None, "paper_figures/ is missing"
         p = __import__("argparse").ArgumentParser()
         run_all.add_arguments(p)
         _parse(p, args[2:])
