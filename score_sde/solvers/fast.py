@@ -186,36 +186,50 @@ class DDIM(ExpStepper):
     x~_t = e^{-h} x~_s + (1 - e^{-h}) D, which is Euler in sigma~ and DPM-Solver-1; eta = 1 gives
     x~_t = e^{-2h} x~_s + (1 - e^{-2h}) D + sigma~_t sqrt(1 - e^{-2h}) z, the DDPM posterior
     q(x_t | x_s, x_0 = D). Shapes: x [B, ...]; one NFE per step.
+
+    ``clip_denoised=True`` replaces D by D clipped to [-clip_range, clip_range] in the first term
+    only, x~_t = clip(D) + sqrt(sigma~_t^2 - c^2) eps^ + c z with eps^ from the unclipped D, as
+    diffusers' ``DDIMScheduler`` does with ``clip_sample`` (and ``use_clipped_model_output=False``).
     """
 
     name, order, nfe_per_step = "ddim", 1, 1
 
-    def __init__(self, eta: float = 0.0, final: str = "step"):
+    def __init__(self, eta: float = 0.0, final: str = "step", clip_denoised: bool = False, clip_range: float = 1.0):
         super().__init__(final)
         self.eta = _check_number("eta", eta, 0.0, 1.0)
         self.stochastic = self.eta > 0
+        if not isinstance(clip_denoised, bool):
+            raise TypeError(f"clip_denoised must be True or False; got clip_denoised = {clip_denoised!r}")
+        self.clip_denoised = clip_denoised
+        self.clip_range = _check_number("clip_range", clip_range, 0.0, lo_open=True)
 
     def step(self, ctx, x, t, t_next, i, last):
         lam, alpha = ctx.state["lam"], ctx.state["alpha"]
         D, s, tv = self.denoise_at(ctx, x, t, i)
+        Dc = D.clamp(-self.clip_range, self.clip_range) if self.clip_denoised else D
         if self._is_final_denoise(ctx, i):
-            xn = alpha[i + 1] * D
-            return self._out(xn, D, s, tv, x)
+            xn = alpha[i + 1] * Dc
+            return self._out(xn, Dc, s, tv, x)
         h = lam[i + 1] - lam[i]
         xt = x / alpha[i]
         if self.eta == 0:
             mean_t = math.exp(-h) * xt - math.expm1(-h) * D
+            if self.clip_denoised:
+                mean_t = mean_t + (Dc - D)
             xn = alpha[i + 1] * mean_t
-            return self._out(xn, D, s, tv, x)
+            return self._out(xn, Dc, s, tv, x)
         sn = _sigma_tilde(lam[i + 1])
         one_m = -math.expm1(-2 * h)
         c = self.eta * sn * math.sqrt(one_m)
         keep = math.exp(-h) * math.sqrt(1.0 - self.eta**2 * one_m)  # sqrt(sn^2 - c^2) / sigma~_s
-        mean = alpha[i + 1] * (keep * xt + (1.0 - keep) * D)
+        mean_t = keep * xt + (1.0 - keep) * D
+        if self.clip_denoised:
+            mean_t = mean_t + (Dc - D)
+        mean = alpha[i + 1] * mean_t
         if last or c == 0:
-            return self._out(mean, D, s, tv, x)
+            return self._out(mean, Dc, s, tv, x)
         xn = mean + (alpha[i + 1] * c) * ctx.randn_like(x)
-        return self._out(xn, D, s, tv, x, mean=mean)
+        return self._out(xn, Dc, s, tv, x, mean=mean)
 
 
 # ---------------------------------------------------------------------------------------------
