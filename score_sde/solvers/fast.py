@@ -206,30 +206,42 @@ class DDIM(ExpStepper):
     def step(self, ctx, x, t, t_next, i, last):
         lam, alpha = ctx.state["lam"], ctx.state["alpha"]
         D, s, tv = self.denoise_at(ctx, x, t, i)
-        Dc = D.clamp(-self.clip_range, self.clip_range) if self.clip_denoised else D
+        if self.clip_denoised:
+            return self._clipped_step(ctx, x, D, s, tv, i, last)
         if self._is_final_denoise(ctx, i):
-            xn = alpha[i + 1] * Dc
-            return self._out(xn, Dc, s, tv, x)
+            xn = alpha[i + 1] * D
+            return self._out(xn, D, s, tv, x)
         h = lam[i + 1] - lam[i]
         xt = x / alpha[i]
         if self.eta == 0:
             mean_t = math.exp(-h) * xt - math.expm1(-h) * D
-            if self.clip_denoised:
-                mean_t = mean_t + (Dc - D)
             xn = alpha[i + 1] * mean_t
-            return self._out(xn, Dc, s, tv, x)
+            return self._out(xn, D, s, tv, x)
         sn = _sigma_tilde(lam[i + 1])
         one_m = -math.expm1(-2 * h)
         c = self.eta * sn * math.sqrt(one_m)
         keep = math.exp(-h) * math.sqrt(1.0 - self.eta**2 * one_m)  # sqrt(sn^2 - c^2) / sigma~_s
-        mean_t = keep * xt + (1.0 - keep) * D
-        if self.clip_denoised:
-            mean_t = mean_t + (Dc - D)
-        mean = alpha[i + 1] * mean_t
+        mean = alpha[i + 1] * (keep * xt + (1.0 - keep) * D)
+        if last or c == 0:
+            return self._out(mean, D, s, tv, x)
+        xn = mean + (alpha[i + 1] * c) * ctx.randn_like(x)
+        return self._out(xn, D, s, tv, x, mean=mean)
+
+    def _clipped_step(self, ctx, x, D, s, tv, i, last):
+        """x_t = alpha_t clip(D) + sqrt(sigma_t^2 - (alpha_t c)^2) eps^ + alpha_t c z with eps^ = -sigma_s s, the
+        network's noise estimate (written in x, not x~, so that a large |D| cancels nothing)."""
+        lam, alpha = ctx.state["lam"], ctx.state["alpha"]
+        Dc = D.clamp(-self.clip_range, self.clip_range)
+        a_next = alpha[i + 1]
+        if self._is_final_denoise(ctx, i):
+            return self._out(a_next * Dc, Dc, s, tv, x)
+        sn = _sigma_tilde(lam[i + 1])
+        c = self.eta * sn * math.sqrt(-math.expm1(-2 * (lam[i + 1] - lam[i])))
+        eps_hat = (-ctx.state["sigma"][i]) * s
+        mean = a_next * Dc + (a_next * math.sqrt(max(sn * sn - c * c, 0.0))) * eps_hat
         if last or c == 0:
             return self._out(mean, Dc, s, tv, x)
-        xn = mean + (alpha[i + 1] * c) * ctx.randn_like(x)
-        return self._out(xn, Dc, s, tv, x, mean=mean)
+        return self._out(mean + (a_next * c) * ctx.randn_like(x), Dc, s, tv, x, mean=mean)
 
 
 # ---------------------------------------------------------------------------------------------
