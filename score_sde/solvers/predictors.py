@@ -19,7 +19,6 @@ import torch
 from ..sde.base import LinearSDE
 from ..sde.ve import VESDE
 from ..sde.vp import VPSDE, SubVPSDE
-from ..utils import bcast
 from .base import Context, StepOutput, Stepper
 
 VARIANCES = ("fixed_small", "fixed_large")
@@ -88,6 +87,24 @@ def grid_coefficients(
     return tab, i
 
 
+def _chain_table(sde: LinearSDE, times: torch.Tensor) -> tuple[list, list]:
+    times = times.to(torch.float64).cpu().reshape(-1)
+    f, G = sde.discretize(torch.ones_like(times), times)  # f_i is linear in x: f_i(x = 1)
+    return f.tolist(), G.tolist()
+
+
+def chain_coefficients(ctx: Context, t: torch.Tensor, i: int | None) -> tuple[float, float]:
+    """(f_i / x, G_i) of the SDE's own chain step at grid time t (``sde.discretize``), tabulated once
+    per run on the CPU in float64, as :func:`grid_coefficients` does for the grid's own steps."""
+    if ctx.grid is None or i is None:
+        f, G = _chain_table(ctx.sde, torch.as_tensor(t))
+        return f[0], G[0]
+    tab = ctx.state.get("_chain_coefficients")
+    if tab is None:
+        tab = ctx.state["_chain_coefficients"] = _chain_table(ctx.sde, ctx.grid[:-1])
+    return tab[0][i], tab[1][i]
+
+
 class NonePredictor(Stepper):
     """Leaves x unchanged (corrector-only sampling, Table 1's "C")."""
 
@@ -141,9 +158,8 @@ class ReverseDiffusion(Stepper):
         tv = ctx.time_at(i, t, x)
         s = ctx.score(x, tv)
         if self.discretization == "chain":
-            f, G = ctx.sde.discretize(x, tv)
-            G = bcast(G.to(x), x)
-            mean = x - f + G * G * s
+            f1, G = chain_coefficients(ctx, t, i)
+            mean = x * (1.0 - f1) + (G * G) * s
             noise_std = G
         else:
             c, k = grid_coefficients(ctx, t, t_next, i)
