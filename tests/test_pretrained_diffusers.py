@@ -129,6 +129,8 @@ def check_ddpm(diffusers, tmp_path, variance_type, clip_sample, steps, seed, dty
     outs = run_pipeline(pipe, "step", seed, num_inference_steps=steps or N_TRAIN)
 
     model = load_diffusers(tmp_path, num_inference_steps=steps)
+    from_object = load_diffusers(pipe, num_inference_steps=steps)
+    assert from_object.net.unet is pipe.unet and torch.equal(from_object.sampling["grid"], model.sampling["grid"])
     assert model.sampling["sampler"] == "ancestral"
     assert model.sampling["variance"] == variance_type and model.sampling["clip_denoised"] is clip_sample
     assert torch.allclose(model.sde.alphas_cumprod, sched.alphas_cumprod.double(), rtol=1e-12, atol=0)
@@ -206,7 +208,9 @@ def test_missing_diffusers_names_the_extra(monkeypatch, tmp_path):
         load_diffusers(tmp_path)
 
 
-def test_bad_folders(tmp_path):
+def test_bad_sources(diffusers, tmp_path):
+    with pytest.raises(TypeError, match="folder or a diffusers pipeline"):
+        load_diffusers(3)
     with pytest.raises(FileNotFoundError, match="model_index.json"):
         load_diffusers(tmp_path)
     (tmp_path / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionPipeline"}))

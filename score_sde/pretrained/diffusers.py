@@ -37,6 +37,7 @@ diffusers is an optional dependency: ``pip install 'score_sde[diffusers]'``.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -78,12 +79,14 @@ def _read_json(path: Path) -> dict:
 
 
 def load_diffusers(
-    folder, *, num_inference_steps: int | None = None, device=None, dtype: torch.dtype | None = None
+    source, *, num_inference_steps: int | None = None, device=None, dtype: torch.dtype | None = None
 ) -> ScoreModel:
-    """Load a ``save_pretrained`` folder of a diffusers pipeline as a score model.
+    """Load a diffusers pipeline (a ``save_pretrained`` folder, or the pipeline object) as a score model.
 
     Args:
-        folder: the folder (with ``model_index.json``, ``unet/``, ``scheduler/``).
+        source: the folder (with ``model_index.json``, ``unet/``, ``scheduler/``), or a
+            ``DDPMPipeline`` / ``DDIMPipeline`` / ``ScoreSdeVePipeline`` object (its UNet is used as it
+            is, moved to ``device`` / ``dtype`` if given; its scheduler is left untouched).
         num_inference_steps: the pipeline's ``num_inference_steps``. Default: the pipeline's own,
             i.e. the scheduler's full chain (``num_train_timesteps``) for ``DDPMPipeline`` and
             ``ScoreSdeVePipeline`` (their default 1000 / 2000 equal it for published checkpoints) and
@@ -93,32 +96,54 @@ def load_diffusers(
         a :class:`~score_sde.score.ScoreModel` with ``.sde``, ``.sampling`` (keyword arguments of
         :func:`score_sde.sample`), ``.data_scaling`` and ``.source`` (the pipeline's class and folder).
     """
-    folder = Path(folder)
-    index = _read_json(folder / "model_index.json")
-    kind = index.get("_class_name")
-    if kind not in PIPELINES:
-        raise ValueError(f"{folder} holds a {kind!r}; load_diffusers reads one of {PIPELINES}")
     n = num_inference_steps
     if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
         raise ValueError(f"num_inference_steps must be an integer >= 1; got num_inference_steps = {n!r}")
     diffusers = require_diffusers()
-    unet_entry = index.get("unet", [None, None])[-1]
-    if unet_entry != "UNet2DModel":
-        raise ValueError(f"{folder}: the pipeline's unet is a {unet_entry!r}; only UNet2DModel is supported")
-    saved = index.get("scheduler", [None, None])[-1]
+    if isinstance(source, (str, os.PathLike)):
+        kind, unet_name, scheduler_name, config, folder = _read_folder(Path(source))
+        unet = None
+    else:
+        if not isinstance(source, diffusers.DiffusionPipeline):
+            raise TypeError(f"source must be a folder or a diffusers pipeline; got {type(source).__name__}")
+        kind, folder = type(source).__name__, None
+        _check_kind(kind, "the pipeline object")
+        unet = getattr(source, "unet", None)
+        unet_name, scheduler_name = type(unet).__name__, type(source.scheduler).__name__
+        config = dict(source.scheduler.config)
+    where = folder or f"the {kind}"
+    if unet_name != "UNet2DModel":
+        raise ValueError(f"{where}: the pipeline's unet is a {unet_name!r}; only UNet2DModel is supported")
     want = _SCHEDULERS[kind]
-    if kind != "DDIMPipeline" and saved != want:  # DDIMPipeline converts any scheduler config to DDIM
-        raise ValueError(f"{folder}: a {kind} with a {saved!r}; only its default {want} is supported")
-    config = _read_json(folder / "scheduler" / "scheduler_config.json")
+    if kind != "DDIMPipeline" and scheduler_name != want:  # DDIMPipeline converts any scheduler config to DDIM
+        raise ValueError(f"{where}: a {kind} with a {scheduler_name!r}; only its default {want} is supported")
     scheduler = getattr(diffusers, want).from_config(config)
-    unet = diffusers.UNet2DModel.from_pretrained(str(folder), subfolder="unet").to(device=device, dtype=dtype)
+    if unet is None:
+        unet = diffusers.UNet2DModel.from_pretrained(str(folder), subfolder="unet")
+    unet = unet.to(device=device, dtype=dtype)
     unet.eval()
     if kind == "ScoreSdeVePipeline":
-        model = _score_sde_ve(unet, scheduler, num_inference_steps)
+        model = _score_sde_ve(unet, scheduler, n)
     else:
-        model = _ddpm_or_ddim(kind, unet, scheduler, num_inference_steps)
-    model.source = {"pipeline": kind, "folder": str(folder)}
+        model = _ddpm_or_ddim(kind, unet, scheduler, n)
+    model.source = {"pipeline": kind, "folder": None if folder is None else str(folder)}
     return model
+
+
+def _check_kind(kind, where: str) -> None:
+    if kind not in PIPELINES:
+        raise ValueError(f"{where} is a {kind!r} pipeline; load_diffusers reads one of {PIPELINES}")
+
+
+def _read_folder(folder: Path):
+    """(pipeline class, unet class, scheduler class, scheduler config, folder) of a save_pretrained folder."""
+    index = _read_json(folder / "model_index.json")
+    kind = index.get("_class_name")
+    _check_kind(kind, str(folder))
+    unet_name = index.get("unet", [None, None])[-1]
+    scheduler_name = index.get("scheduler", [None, None])[-1]
+    config = _read_json(folder / "scheduler" / "scheduler_config.json")
+    return kind, unet_name, scheduler_name, config, folder
 
 
 # ---------------------------------------------------------------------------------------------
