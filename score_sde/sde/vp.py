@@ -158,8 +158,11 @@ class DiscreteVPSDE(VPSDE):
         self.beta_0, self.beta_1 = float(self._rate[0]), float(self._rate[-1])
 
     def _seg(self, t: torch.Tensor) -> torch.Tensor:
-        # segment k covers (k/N, (k+1)/N]; t = 0 belongs to segment 0
-        return (t * self.N / self.T - 1e-9).ceil().long().clamp(1, self.N) - 1
+        # segment k covers (k/N, (k+1)/N]; t = 0 belongs to segment 0. A knot (k+1)/N rounded to a
+        # lower precision (float32 grids) may land just above itself: snap within that round-off.
+        exact = t.dtype == torch.float64 or not t.is_floating_point()
+        tol = 1e-9 if exact else min(0.5, 8 * self.N * torch.finfo(t.dtype).eps)
+        return (t.to(torch.float64) * self.N / self.T - tol).ceil().long().clamp(1, self.N) - 1
 
     def log_alpha(self, t) -> torch.Tensor:
         t = self._t(t)

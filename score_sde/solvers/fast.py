@@ -186,18 +186,28 @@ class DDIM(ExpStepper):
     x~_t = e^{-h} x~_s + (1 - e^{-h}) D, which is Euler in sigma~ and DPM-Solver-1; eta = 1 gives
     x~_t = e^{-2h} x~_s + (1 - e^{-2h}) D + sigma~_t sqrt(1 - e^{-2h}) z, the DDPM posterior
     q(x_t | x_s, x_0 = D). Shapes: x [B, ...]; one NFE per step.
+
+    ``clip_denoised=True`` replaces D by D clipped to [-clip_range, clip_range] in the first term
+    only, x~_t = clip(D) + sqrt(sigma~_t^2 - c^2) eps^ + c z with eps^ from the unclipped D, as
+    diffusers' ``DDIMScheduler`` does with ``clip_sample`` (and ``use_clipped_model_output=False``).
     """
 
     name, order, nfe_per_step = "ddim", 1, 1
 
-    def __init__(self, eta: float = 0.0, final: str = "step"):
+    def __init__(self, eta: float = 0.0, final: str = "step", clip_denoised: bool = False, clip_range: float = 1.0):
         super().__init__(final)
         self.eta = _check_number("eta", eta, 0.0, 1.0)
         self.stochastic = self.eta > 0
+        if not isinstance(clip_denoised, bool):
+            raise TypeError(f"clip_denoised must be True or False; got clip_denoised = {clip_denoised!r}")
+        self.clip_denoised = clip_denoised
+        self.clip_range = _check_number("clip_range", clip_range, 0.0, lo_open=True)
 
     def step(self, ctx, x, t, t_next, i, last):
         lam, alpha = ctx.state["lam"], ctx.state["alpha"]
         D, s, tv = self.denoise_at(ctx, x, t, i)
+        if self.clip_denoised:
+            return self._clipped_step(ctx, x, D, s, tv, i, last)
         if self._is_final_denoise(ctx, i):
             xn = alpha[i + 1] * D
             return self._out(xn, D, s, tv, x)
@@ -216,6 +226,22 @@ class DDIM(ExpStepper):
             return self._out(mean, D, s, tv, x)
         xn = mean + (alpha[i + 1] * c) * ctx.randn_like(x)
         return self._out(xn, D, s, tv, x, mean=mean)
+
+    def _clipped_step(self, ctx, x, D, s, tv, i, last):
+        """x_t = alpha_t clip(D) + sqrt(sigma_t^2 - (alpha_t c)^2) eps^ + alpha_t c z with eps^ = -sigma_s s, the
+        network's noise estimate (written in x, not x~, so that a large |D| cancels nothing)."""
+        lam, alpha = ctx.state["lam"], ctx.state["alpha"]
+        Dc = D.clamp(-self.clip_range, self.clip_range)
+        a_next = alpha[i + 1]
+        if self._is_final_denoise(ctx, i):
+            return self._out(a_next * Dc, Dc, s, tv, x)
+        sn = _sigma_tilde(lam[i + 1])
+        c = self.eta * sn * math.sqrt(-math.expm1(-2 * (lam[i + 1] - lam[i])))
+        eps_hat = (-ctx.state["sigma"][i]) * s
+        mean = a_next * Dc + (a_next * math.sqrt(max(sn * sn - c * c, 0.0))) * eps_hat
+        if last or c == 0:
+            return self._out(mean, Dc, s, tv, x)
+        return self._out(mean + (a_next * c) * ctx.randn_like(x), Dc, s, tv, x, mean=mean)
 
 
 # ---------------------------------------------------------------------------------------------
