@@ -61,7 +61,8 @@ def compute(args, ctx):
         res = dataset_bits_per_dim(sde, score, data, scaling, batch_size=settings["batch_size"], repeats=R,
                                    generator=g, dtype=torch.float64, device=p.device,
                                    progress=not args.no_progress and ctx.is_main, **kw)  # fmt: skip
-        prior, delta, nfe, solves = res.prior_logp, res.delta, res.nfe, round(res.nfe / res.nfe_per_sample)
+        prior, delta, nfe = res.prior_logp, res.delta, res.nfe
+        solves = math.ceil((hi - lo) / settings["batch_size"]) * R
         err = res.delta_error
     else:
         prior = delta = torch.zeros(0, R, dtype=torch.float64)

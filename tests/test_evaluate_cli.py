@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -49,7 +50,9 @@ def setup(tmp_path_factory):
 
 
 def _env():
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+    empty = os.path.join(tempfile.gettempdir(), "score-sde-empty-torch-home")
+    env = dict(os.environ, OMP_NUM_THREADS="1", TORCH_HOME=empty)
+    env.pop("SCORE_SDE_INCEPTION_WEIGHTS", None)  # no Inception weights: FID is skipped and said so
     env["PYTHONPATH"] = os.pathsep.join(p for p in (ROOT, env.get("PYTHONPATH")) if p)
     return env
 
