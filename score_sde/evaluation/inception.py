@@ -92,7 +92,8 @@ def inception_score(logits: torch.Tensor, splits: int = 10) -> tuple[float, floa
 
     Args:
         logits: classifier logits [N, K] (Inception's 1008 ``logits_unbiased``).
-        splits: the samples are cut into this many equal parts (10, as reported).
+        splits: the samples are cut, in their order, into this many equal parts (10, as reported);
+            torch-fidelity shuffles them first (seed 2020), and gives our numbers with ``shuffle=False``.
 
     Returns:
         (mean, std) of the per-split scores (std with ddof = 0, as the reference code).
