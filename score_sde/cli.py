@@ -24,7 +24,6 @@ Sub-commands live in :data:`SUBCOMMANDS`; another module adds one with
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from collections.abc import Callable
@@ -171,42 +170,25 @@ def _likelihood_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--divergence", default=None, choices=("hutchinson", "exact"))
     p.add_argument("--probes", type=int, default=None, help="Hutchinson probes per point")
+    p.add_argument("--repeats", type=int, default=1,
+                   help="evaluations per point (fresh dequantization and probes); >= 2 also gives the estimator's "
+                   "own standard error")  # fmt: skip
+    p.add_argument("--rtol", type=float, default=None, help="ODE solver rtol (default: the config's eval.rtol)")
+    p.add_argument("--atol", type=float, default=None, help="ODE solver atol (default: the config's eval.atol)")
+    p.add_argument("--batch-size", type=int, default=None, help="points per ODE solve (default: eval.batch_size)")
+    p.add_argument("--seed", type=int, default=None, help="seed of the dequantization and probes (default: eval.seed)")
+    p.add_argument("--scheme", default="augmented", choices=("augmented", "quadrature"),
+                   help="quadrature also reports the solver's error estimate")  # fmt: skip
     p.add_argument("--device", default="auto")
     p.add_argument("--out", default=None, help="also write the result as JSON here")
     p.add_argument("--no-ema", action="store_true")
+    p.add_argument("--no-progress", action="store_true")
 
 
 def _run_likelihood(args) -> int:
-    from .training.distributed import cleanup, init_distributed
-    from .training.trainer import evaluate_nll, load_workdir
+    from .likelihood_cli import run
 
-    ctx = init_distributed(args.device)
-    try:
-        cfg, sde, model, state = load_workdir(args.workdir, device=args.device, ema=not args.no_ema)
-        p = next(model.parameters())
-        res = evaluate_nll(
-            cfg,
-            sde,
-            model,
-            device=p.device,
-            dist=ctx,
-            split=args.split,
-            n=args.num,
-            divergence=args.divergence,
-            probes=args.probes,
-        )
-        res.update(split=args.split, step=int(state["step"]), ranks=ctx.world_size)
-        if ctx.is_main:
-            print(
-                f"{args.split} NLL {res['eval_nll']:.4f} nats/sample, {res['eval_bpd']:.4f} bits/dim "
-                f"over {res['eval_n']} points (step {res['step']}, {ctx.world_size} rank(s))"
-            )
-            if args.out:
-                with open(args.out, "w") as f:
-                    json.dump(res, f, indent=2)
-    finally:
-        cleanup(ctx)
-    return 0
+    return run(args)
 
 
 register_subcommand("train", "train a score model (resumes an existing workdir)", _train_args, _run_train)
@@ -242,6 +224,7 @@ def register_plugins() -> None:
     except ModuleNotFoundError as e:
         if e.name != f"{__package__}.guidance_cli":
             raise
+    importlib.import_module(f"{__package__}.evaluate_cli").register()
     if "figures" not in SUBCOMMANDS:
         mod = _figures_module()
         if mod is not None:

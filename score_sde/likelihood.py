@@ -686,26 +686,101 @@ def bits_per_dim(
 
 @dataclass
 class DatasetBitsPerDim:
-    """Mean bits/dim over a dataset and its standard error; unpacks as ``mean, stderr = result``.
+    """Mean bits/dim over a dataset, its standard errors and its parts; unpacks as ``mean, stderr = result``.
 
-    Attributes: mean, stderr (std of the per-sample bpd / sqrt(num); NaN for one sample), num (samples),
-    nfe (score evaluations in all), per_sample (tensor [num], each averaged over the repeats).
+    With K levels, the map x = a y + b to model space, and uniform dequantization, each sample's bits/dim is
+
+        bpd = -log pi(x(T)) / (D ln 2)   [prior term]
+              - Delta / (D ln 2)          [ODE integral, Delta = int_eps^T div f~ dt]
+              + log2 K - log2 a           [dequantization: bin width 1/K and the change of scale]
+
+    (see :mod:`score_sde.data_scaling`); the first two together are the continuous NLL in model space,
+    -log p_eps(x) / (D ln 2). For continuous data (``scaling=None``) the last term is 0.
+
+    Attributes:
+        mean: mean bpd over samples (each averaged over the repeats).
+        stderr: standard error of ``mean`` as an estimate of the data set's expected bpd: std of the per-sample
+            bpd / sqrt(num) (NaN for one sample); it includes the estimator's noise.
+        num: samples. nfe: score evaluations in all (every batch and repeat).
+        per_sample: tensor [num], each sample's bpd averaged over the repeats.
+        repeats: evaluations of each sample (fresh dequantization noise and Hutchinson probes each time).
+        mc_stderr: standard error of ``mean`` from the estimator's own randomness alone (dequantization and
+            probes; the data held fixed): sqrt(sum_i var_r(bpd_ir) / repeats) / num, from the spread over the
+            repeats (NaN for one repeat). Two runs with other seeds on the same data differ by about this.
+        prior_bpd, integral_bpd, dequantization_bpd: the three terms above, averaged (they sum to ``mean``).
+        nll_nats: continuous NLL in model space, mean -log p_eps(x) in nats per sample (not bits/dim of the
+            discrete data; it depends on the data's scale).
+        dim: D, dimensions per sample.
+        nfe_per_sample: score evaluations per sample and repeat (the ODE solver's count, averaged over batches).
+        solver_error_bpd: the solver's own estimate of its error in Delta, as bits/dim averaged over samples
+            (``scheme="quadrature"``: its ``delta_error``); None when the scheme gives no estimate.
+        per_repeat, prior_logp, delta, delta_error: tensors [num, repeats]: bpd, log pi(x(T)), Delta and the
+            solver's error estimate of Delta (nats; None without one) of every evaluation (not in ``repr``).
     """
 
     mean: float
     stderr: float
     num: int
     nfe: int
-    per_sample: torch.Tensor
+    per_sample: torch.Tensor = field(repr=False)
+    repeats: int = 1
+    mc_stderr: float = float("nan")
+    prior_bpd: float = float("nan")
+    integral_bpd: float = float("nan")
+    dequantization_bpd: float = float("nan")
+    nll_nats: float = float("nan")
+    dim: int | None = None
+    nfe_per_sample: float = float("nan")
+    solver_error_bpd: float | None = None
+    per_repeat: torch.Tensor | None = field(default=None, repr=False)
+    prior_logp: torch.Tensor | None = field(default=None, repr=False)
+    delta: torch.Tensor | None = field(default=None, repr=False)
+    delta_error: torch.Tensor | None = field(default=None, repr=False)
 
     def __iter__(self):
         return iter((self.mean, self.stderr))
 
-    def __repr__(self) -> str:  # a summary: the per-sample tensor can hold a whole test set
-        return (
-            f"{type(self).__name__}(mean={self.mean:.4f}, stderr={self.stderr:.4f}, num={self.num}, nfe={self.nfe}, "
-            f"per_sample=<tensor of shape {tuple(self.per_sample.shape)}>)"
-        )
+    def to_dict(self) -> dict:
+        """The scalar fields as a JSON-ready dict (no tensors)."""
+        skip = {"per_sample", "per_repeat", "prior_logp", "delta", "delta_error"}
+        return {k: v for k, v in self.__dict__.items() if k not in skip}
+
+
+def summarize_bits_per_dim(
+    prior_logp: torch.Tensor,
+    delta: torch.Tensor,
+    dim: int,
+    scaling: DataScaling | None,
+    nfe: int,
+    solves: int,
+    delta_error: torch.Tensor | None = None,
+) -> DatasetBitsPerDim:
+    """:class:`DatasetBitsPerDim` from the per-evaluation terms ``prior_logp`` and ``delta``, [N, R] in nats.
+
+    Args:
+        dim: D. scaling: the data's :class:`DataScaling` (None: continuous data, no dequantization term).
+        nfe: score evaluations in all; solves: ODE solves they were spent on (batches x repeats).
+        delta_error: the solver's error estimate of Delta [N, R] in nats, or None.
+    """
+    prior_logp, delta = prior_logp.double().cpu(), delta.double().cpu()
+    if prior_logp.ndim != 2 or prior_logp.shape != delta.shape or prior_logp.shape[0] < 1:
+        shapes = f"{tuple(prior_logp.shape)}, {tuple(delta.shape)}"
+        raise ValueError(f"prior_logp and delta must be [N, R] alike; got {shapes}")
+    n, r = prior_logp.shape
+    to_bits = dim * math.log(2)
+    offset = 0.0 if scaling is None else float(scaling.bits_per_dim(torch.zeros((), dtype=torch.float64), dim))
+    per_repeat = -(prior_logp + delta) / to_bits + offset
+    per = per_repeat.mean(1)
+    stderr = float(per.std() / math.sqrt(n)) if n > 1 else float("nan")
+    mc = float(per_repeat.var(dim=1).sum().div(r).sqrt() / n) if r > 1 else float("nan")
+    err = None if delta_error is None else float(delta_error.double().mean() / to_bits)
+    return DatasetBitsPerDim(
+        mean=float(per.mean()), stderr=stderr, num=n, nfe=int(nfe), per_sample=per, repeats=r, mc_stderr=mc,
+        prior_bpd=float(-prior_logp.mean() / to_bits), integral_bpd=float(-delta.mean() / to_bits),
+        dequantization_bpd=offset, nll_nats=float(-(prior_logp + delta).mean()), dim=int(dim),
+        nfe_per_sample=nfe / max(solves, 1), solver_error_bpd=err, per_repeat=per_repeat, prior_logp=prior_logp,
+        delta=delta, delta_error=None if delta_error is None else delta_error.double().cpu(),
+    )  # fmt: skip
 
 
 def _batches(data, batch_size: int):
@@ -723,7 +798,7 @@ def dataset_bits_per_dim(
     sde: LinearSDE,
     score_fn: Callable,
     data: torch.Tensor | Iterable,
-    scaling: DataScaling,
+    scaling: DataScaling | None,
     *,
     batch_size: int = 128,
     repeats: int = 1,
@@ -739,25 +814,29 @@ def dataset_bits_per_dim(
 
     Each batch is evaluated ``repeats`` times (fresh dequantization noise and probes; the official code
     makes 5 passes with one Hutchinson probe) and each sample's bpd is averaged over the repeats; the
-    result is the mean over samples and its standard error. Runs without building a graph for
-    parameters (an evaluation, not differentiable); the divergence still uses autograd inside.
+    result is the mean over samples, its standard error, the estimator's own standard error (from the
+    spread over the repeats), the three terms of the bound and the solver's NFE and error estimate.
+    Runs without building a graph for parameters (an evaluation, not differentiable); the divergence
+    still uses autograd inside.
 
     Args:
         data: a tensor [N, ...] of integer levels (split into ``batch_size`` batches), or an iterable of
             batches (tensors or ``(tensor, label)`` tuples, e.g. a DataLoader).
-        scaling: the :class:`DataScaling`.
+        scaling: the :class:`DataScaling`; None for continuous data (model-space points, no dequantization:
+            the "bits/dim" is then the continuous NLL / (D ln 2)).
         max_batches: stop after this many batches.
         device: move each batch here before evaluation.
-        **likelihood_kwargs: passed to :func:`log_likelihood` (e.g. ``divergence="hutchinson"``).
+        **likelihood_kwargs: passed to :func:`log_likelihood` (e.g. ``divergence="hutchinson"``, ``rtol``).
 
     Returns:
-        :class:`DatasetBitsPerDim` (``mean, stderr = result``).
+        :class:`DatasetBitsPerDim` (``mean, stderr = result``; ``result.to_dict()`` for JSON).
     """
-    _check_scaling(scaling)
+    if scaling is not None:
+        _check_scaling(scaling)
     for name, val in (("batch_size", batch_size), ("repeats", repeats)):
         if isinstance(val, bool) or not isinstance(val, int) or val < 1:
             raise ValueError(f"{name} must be an integer >= 1; got {name} = {val!r}")
-    per, nfe = [], 0
+    priors, deltas, errors, nfe, solves, dim = [], [], [], 0, 0, None
     it = _batches(data, batch_size)
     if progress:
         from tqdm.auto import tqdm
@@ -769,18 +848,29 @@ def dataset_bits_per_dim(
                 break
             if device is not None:
                 batch = batch.to(device)
-            acc = 0.0
+            pr, de, er = [], [], []
             for _ in range(repeats):
-                bpd, res = _bits_per_dim(sde, score_fn, batch, scaling, dequantize, generator, dtype, likelihood_kwargs)
-                acc = acc + bpd.double().cpu()
+                if scaling is None:
+                    check_finite(batch, "data")
+                    x = batch if dtype is None else batch.to(dtype)
+                    res = log_likelihood(sde, score_fn, x, generator=generator, **likelihood_kwargs)
+                else:
+                    kw = likelihood_kwargs
+                    _, res = _bits_per_dim(sde, score_fn, batch, scaling, dequantize, generator, dtype, kw)
+                dim = flat_dim(batch)
+                pr.append(res.prior_logp.double().cpu())
+                de.append(res.delta.double().cpu())
+                e = res.info.get("delta_error")
+                er.append(None if e is None else torch.as_tensor(e, dtype=torch.float64).cpu().reshape(-1))
                 nfe += res.nfe
-            per.append(acc / repeats)
-    if not per:
+                solves += 1
+            priors.append(torch.stack(pr, 1))
+            deltas.append(torch.stack(de, 1))
+            errors.append(None if any(e is None for e in er) else torch.stack(er, 1))
+    if not priors:
         raise ValueError("data yielded no batches")
-    per = torch.cat(per)
-    n = per.numel()
-    stderr = float(per.std() / math.sqrt(n)) if n > 1 else float("nan")
-    return DatasetBitsPerDim(mean=float(per.mean()), stderr=stderr, num=n, nfe=nfe, per_sample=per)
+    err = None if any(e is None for e in errors) else torch.cat(errors)
+    return summarize_bits_per_dim(torch.cat(priors), torch.cat(deltas), dim, scaling, nfe, solves, err)
 
 
 __all__ = [
@@ -791,5 +881,6 @@ __all__ = [
     "bits_per_dim",
     "dataset_bits_per_dim",
     "DatasetBitsPerDim",
+    "summarize_bits_per_dim",
     "DataScaling",
 ]

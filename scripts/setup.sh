@@ -10,4 +10,4 @@ python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
 if ! python -c "import torch" >/dev/null 2>&1; then
   python -m pip install -q torch==2.13.0 || python -m pip install -q torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
 fi
-python -m pip install -q -e ".[dev,data,mnist,diffusers]"
+python -m pip install -q -e ".[dev,data,mnist,diffusers,eval]"
