@@ -740,6 +740,12 @@ class DatasetBitsPerDim:
     def __iter__(self):
         return iter((self.mean, self.stderr))
 
+    def __repr__(self) -> str:  # a one-line summary: the per-sample tensors can hold a whole test set
+        return (
+            f"{type(self).__name__}(mean={self.mean:.4f}, stderr={self.stderr:.4f}, num={self.num}, "
+            f"repeats={self.repeats}, nfe={self.nfe}, per_sample=<tensor {tuple(self.per_sample.shape)}>)"
+        )
+
     def to_dict(self) -> dict:
         """The scalar fields as a JSON-ready dict (no tensors)."""
         skip = {"per_sample", "per_repeat", "prior_logp", "delta", "delta_error"}

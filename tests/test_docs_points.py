@@ -49,7 +49,7 @@ def test_a_registered_corrector_without_snr():
         CORRECTORS.pop("renoise")
     with pytest.raises(TypeError, match="factory must be callable"):
         register_corrector("bad", 3)
-    assert "corrector" in sampler_option_names("pc") and sampler_option_names("ddim") == ["eta", "final"]
+    assert "corrector" in sampler_option_names("pc") and {"eta", "final"} <= set(sampler_option_names("ddim"))
 
 
 def test_classifier_free_guidance_checks_its_arguments_at_construction():
