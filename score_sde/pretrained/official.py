@@ -80,7 +80,7 @@ class OfficialScoreNet(nn.Module):
             self.sigma_min, self.sigma_max = sde.sigma_min, sde.sigma_max
         self._sde = sde
         if self.kind == "vpsde" and not self.continuous:
-            betas = torch.linspace(sde.beta_0 / sde.N, sde.beta_1 / sde.N, sde.N)  # float32, as trained
+            betas = torch.linspace(sde.beta_0 / sde.N, sde.beta_1 / sde.N, sde.N, dtype=torch.float32)  # as trained
             self.register_buffer("sqrt_1m_alphas_cumprod", torch.sqrt(1.0 - torch.cumprod(1.0 - betas, 0)),
                                  persistent=False)  # fmt: skip
 
@@ -199,7 +199,7 @@ def load_official(checkpoint, config, ema: bool = True, device="cpu", dtype: tor
     state = read_official_checkpoint(checkpoint)
     if "model" not in state:
         raise ValueError(f"not an official score_sde checkpoint: no 'model' entry (keys: {sorted(state)[:10]})")
-    net = build_official_net(cfg)
+    net = build_official_net(cfg).to(dtype=dtype)
     sd = _strip_module(state["model"])
     check_state_dict(net, sd)
     net.load_state_dict(sd, strict=True)
@@ -207,7 +207,7 @@ def load_official(checkpoint, config, ema: bool = True, device="cpu", dtype: tor
         if "ema" not in state:
             raise ValueError("the checkpoint holds no 'ema' entry; load it with ema=False for the raw weights")
         load_ema(net, state["ema"])
-    net = net.to(device=device, dtype=dtype).eval()
+    net = net.to(device=device).eval()
     sde = build_official_sde(cfg)
     model = ScoreModel(OfficialScoreNet(net, sde, cfg["training"]["continuous"]).to(device), sde,
                        prediction="score", time_labels="continuous")  # fmt: skip

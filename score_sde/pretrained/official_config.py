@@ -45,7 +45,7 @@ _SCHEMA: dict[str, dict[str, type | tuple]] = {
 # NCSN++ options that the DDPM net does not have
 _NCSNPP_ONLY = ("fir", "fir_kernel", "skip_rescale", "resblock_type", "progressive", "progressive_input",
                 "progressive_combine", "attention_type", "embedding_type", "fourier_scale", "init_scale")  # fmt: skip
-_OPTIONAL = {"model": ("conv_size", "normalization", "attention_type", "fourier_scale")}
+_OPTIONAL = {"model": ("conv_size", "normalization", "attention_type", "fourier_scale", "beta_min", "beta_max")}
 _TOP = ("official_config", "paper", "training", "data", "model", "sampling")
 
 PREDICTOR_NAMES = {"euler_maruyama": "euler_maruyama", "reverse_diffusion": "reverse_diffusion",
@@ -77,6 +77,9 @@ def _check(cfg: dict, where: str) -> dict:
                 raise TypeError(f"official config key '{section}.{k}' in {where} has the wrong type: {v!r}")
     if cfg["training"]["sde"] not in SDES:
         raise ValueError(f"official config key 'training.sde' = {cfg['training']['sde']!r} is not one of {SDES}")
+    if cfg["training"]["sde"] != "vesde" and not {"beta_min", "beta_max"} <= set(cfg["model"]):
+        raise ValueError(f"official config {where} trains a {cfg['training']['sde']} and needs model.beta_min and "
+                         "model.beta_max")  # fmt: skip
     if cfg["model"]["name"] not in NETWORKS:
         raise ValueError(f"official config key 'model.name' = {cfg['model']['name']!r} is not one of {NETWORKS} "
                          "(the networks this loader builds)")  # fmt: skip
