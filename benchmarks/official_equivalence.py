@@ -195,6 +195,7 @@ def run_one(off: Official, yaml_path: str, batch: int, seed: int) -> dict:
         torch.save(state, path)
         del state
         ours = load_official(path, yaml_path)
+        ours64 = load_official(path, yaml_path, dtype=torch.float64)
     x, t, eps = inputs(off, cfg, batch, seed + 2)
     ref32, ref64 = off.score(cfg, model, x, t), off.score(cfg, model, x, t, f64=True)
     te = torch.full((2,), eps)
@@ -202,7 +203,6 @@ def run_one(off: Official, yaml_path: str, batch: int, seed: int) -> dict:
     with torch.no_grad():
         o32 = ours(x, t)
         o_eps = ours(x[:2], te)
-        ours64 = ours.double()
         o64 = ours64(x.double(), t.double())
     return {
         "config": rel,

@@ -303,6 +303,7 @@ def register_plugins() -> None:
     except ModuleNotFoundError as e:
         if e.name != f"{__package__}.guidance_cli":
             raise
+    importlib.import_module(f"{__package__}.pretrained_cli").register()  # --pretrained, convert
     if "figures" not in SUBCOMMANDS:
         mod = _figures_module()
         if mod is not None:
