@@ -12,8 +12,7 @@ so with z the padded, zero-stuffed signal and k of size K,
 
     out[i] = sum_{a=0}^{K-1} z[i down + a] k[K - 1 - a],    i = 0 .. (H up + p0 + p1 - K) // down.
 
-Here step 1 and 3 are done at once by a transposed convolution of stride ``up`` (so the zeros
-are never multiplied), and step 3 and 4 at once by a strided convolution. The 2-D kernel is
+Here steps 3 and 4 are one depthwise (grouped) convolution with stride ``down``. The 2-D kernel is
 applied to the two image axes (a 1-D kernel ``k`` means the separable ``outer(k, k)``).
 
 The helpers below are the resampling layers of NCSN++: :func:`upsample_2d` / :func:`downsample_2d`
@@ -90,20 +89,15 @@ def upfirdn2d(x: torch.Tensor, kernel: torch.Tensor, up=1, down=1, pad=0) -> tor
     if out_h < 1 or out_w < 1:
         raise ValueError(f"upfirdn2d output would be empty ({out_h} x {out_w}) for input {H} x {W}, kernel "
                          f"{kh} x {kw}, up {(ux, uy)}, down {(dx, dy)}, pad {(x0, x1, y0, y1)}")  # fmt: skip
-    z = x.reshape(N * C, 1, H, W)
-    if ux == 1 and uy == 1:
-        # pad (or crop), then one strided correlation with the flipped kernel = convolution with k
-        z = F.pad(z, (x0, x1, y0, y1))
-        z = F.conv2d(z, k.flip(0, 1)[None, None], stride=(dy, dx))
-    else:
-        # full convolution of the zero-stuffed signal with k: index n = i*up + b holds sum x[i] k[b],
-        # length (H-1) up + Kh; the stuffed signal's trailing zeros extend it to H up + Kh - 1.
-        full = F.conv_transpose2d(z, k[None, None], stride=(uy, ux))
-        full = F.pad(full, (0, ux - 1, 0, uy - 1))
-        # out[i] = full[i + K - 1 - p0] for i = 0 .. H up + p0 + p1 - K (zeros outside "full")
-        full = F.pad(full, (x0 - kw + 1, x1 - kw + 1, y0 - kh + 1, y1 - kh + 1))
-        z = full[:, :, ::dy, ::dx]
-    return z[:, :, :out_h, :out_w].reshape(N, C, out_h, out_w)
+    z = x
+    if ux > 1 or uy > 1:  # zero stuffing
+        z = x.new_zeros(N, C, H * uy, W * ux)
+        z[:, :, ::uy, ::ux] = x
+    z = F.pad(z, (x0, x1, y0, y1))  # negative values crop
+    # one depthwise (grouped) correlation with the flipped kernel = convolution with k; the stride
+    # keeps every down-th output
+    w = k.flip(0, 1)[None, None].expand(C, 1, kh, kw)
+    return F.conv2d(z, w, stride=(dy, dx), groups=C)
 
 
 def upsample_2d(x: torch.Tensor, k: Sequence[float] | torch.Tensor = (1, 1), factor: int = 2) -> torch.Tensor:
