@@ -215,6 +215,28 @@ def run_one(off: Official, yaml_path: str, batch: int, seed: int) -> dict:
     }
 
 
+def structure(off: Official, yaml_path: str) -> str:
+    """One line: do the state-dict keys, shapes and the parameters() order of ours equal the official net's?"""
+    from score_sde.pretrained import build_official_net
+
+    ycfg = load_official_config(yaml_path)
+    rel = ycfg["official_config"].removeprefix("configs/")
+    try:
+        theirs = off.mutils.get_model(off.config(rel).model.name)(off.config(rel))
+    except Exception as e:
+        return f"{rel:44s} official code fails to build it: {type(e).__name__}"
+    ours = build_official_net(ycfg)
+    keys = {k: tuple(v.shape) for k, v in theirs.state_dict().items()} == {
+        k: tuple(v.shape) for k, v in ours.state_dict().items()
+    }
+    order = [tuple(q.shape) for q in theirs.parameters() if q.requires_grad] == [
+        tuple(q.shape) for q in ours.parameters() if q.requires_grad
+    ]
+    n = sum(q.numel() for q in ours.parameters())
+    k, o = "equal" if keys else "DIFFER", "equal" if order else "DIFFERS"
+    return f"{rel:44s} {n:11d}  keys+shapes {k}  EMA order {o}"
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--official", required=True, help="path of a score_sde_pytorch checkout")
@@ -222,8 +244,20 @@ def main(argv=None):
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results", "official_equivalence.txt"))
+    p.add_argument("--structure", action="store_true",
+                   help="only compare state-dict keys / shapes and parameter order, for every config (all data sets)")
     args = p.parse_args(argv)
     off = Official(os.path.abspath(args.official))
+    if args.structure:
+        paths = sorted(glob.glob(os.path.join(ROOT, "configs", "official", "**", "*.yaml"), recursive=True))
+        lines = ["# state-dict keys and shapes, and the order of parameters() (the EMA list), ours vs official",
+                 "# command: python benchmarks/official_equivalence.py --official <checkout> --structure"]
+        lines += [structure(off, q) for q in paths if args.only is None or args.only in q]
+        out = os.path.join(os.path.dirname(args.out), "official_structure.txt")
+        with open(out, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        print("\n".join(lines))
+        return
     paths = sorted(glob.glob(os.path.join(ROOT, "configs", "official", "**", "cifar10*.yaml"), recursive=True))
     paths = [q for q in paths if args.only is None or args.only in q]
     rows, t0 = [], time.perf_counter()
