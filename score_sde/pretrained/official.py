@@ -45,8 +45,6 @@ from ..sde.base import LinearSDE
 from ..utils import as_time
 from .official_config import load_official_config, network_kwargs, sampling_recipe
 
-_LIST = 20  # keys listed per kind of mismatch
-
 
 def build_official_sde(cfg: dict) -> LinearSDE:
     """The forward SDE of an official config (``training.sde`` with the model's schedule and N)."""
@@ -138,8 +136,7 @@ def _strip_module(sd: dict) -> dict:
 
 
 def _listing(label: str, items: list[str]) -> str:
-    more = f", ... ({len(items)} in all)" if len(items) > _LIST else ""
-    return f"{label} ({len(items)}): " + ", ".join(items[:_LIST]) + more
+    return f"{label} ({len(items)}): " + ", ".join(items)
 
 
 def check_state_dict(net: nn.Module, sd: dict, what: str = "checkpoint") -> None:
