@@ -71,8 +71,7 @@ def run_sample(args) -> int:
     opts = dict(model.sampling) if args.sampler is None else {"sampler": args.sampler}
     if args.steps is not None:
         opts["steps"] = args.steps
-    d = model.official_config["data"]
-    shape = (d["num_channels"], d["image_size"], d["image_size"])
+    shape = tuple(model.data_shape)
     g = torch.Generator(device=dev).manual_seed(args.seed)
     dtype = next(model.parameters()).dtype
     bs, parts = args.batch_size or args.num, []
@@ -98,13 +97,16 @@ def run_likelihood(args) -> int:
     from .training.distributed import cleanup, init_distributed
     from .training.trainer import evaluate_nll
 
-    dev = _device(args.device)
-    model = _load(args, dev)
-    d = model.official_config["data"]
-    dataset = (args.dataset or d["dataset"]).lower()
     if args.data_root is None:
         raise UsageError("give --data-root: the folder or file of the evaluation data (e.g. cifar-10-batches-py)")
-    cfg = config_from_dict({"data": {"dataset": dataset, "root": args.data_root, "centered": d["centered"]}})
+    dev = _device(args.device)
+    model = _load(args, dev)
+    official = getattr(model, "official_config", {}).get("data", {})
+    dataset = (args.dataset or official.get("dataset", "")).lower()
+    if not dataset:
+        raise UsageError("give --dataset: the data set to evaluate on (e.g. cifar10)")
+    centered = model.data_scaling.shift < 0  # [-1, 1] data
+    cfg = config_from_dict({"data": {"dataset": dataset, "root": args.data_root, "centered": centered}})
     ctx = init_distributed(args.device)
     try:
         res = evaluate_nll(cfg, model.sde, model, device=dev, dist=ctx, split=args.split, n=args.num,

@@ -188,7 +188,8 @@ def load_official(checkpoint, config, ema: bool = True, device="cpu", dtype: tor
         ``ScoreModel`` whose ``model(x, t)`` is the official score; with ``.sde`` (the forward SDE),
         ``.sampling`` (the config's sampling recipe as ``ss.sample`` keyword arguments: run
         ``ss.sample(model.sde, model, shape=..., **model.sampling)``), ``.data_scaling`` (data on
-        [-1, 1] for centered configs, else [0, 1]), ``.official_config`` (the checked config dict)
+        [-1, 1] for centered configs, else [0, 1]), ``.data_shape`` ([C, H, W] of one sample),
+        ``.official_config`` (the checked config dict)
         and ``.net`` (an :class:`OfficialScoreNet`; ``.net.net`` is the bare network).
     """
     cfg = load_official_config(config)
@@ -210,6 +211,8 @@ def load_official(checkpoint, config, ema: bool = True, device="cpu", dtype: tor
     model.sampling = sampling_recipe(cfg)
     model.data_scaling = DataScaling.centered() if cfg["data"]["centered"] else DataScaling.unit()
     model.official_config = cfg
+    d = cfg["data"]
+    model.data_shape = (d["num_channels"], d["image_size"], d["image_size"])
     return model.eval()
 
 
