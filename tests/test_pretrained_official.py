@@ -223,3 +223,28 @@ def test_command_line_sample_and_convert(tmp_path, capsys):
     assert "--workdir" in capsys.readouterr().err
     assert main(["likelihood", "--pretrained", spec, "--config", str(cfg)]) == 2
     assert "--data-root" in capsys.readouterr().err
+
+
+def test_command_line_likelihood_wiring(tmp_path, monkeypatch, capsys):
+    """--pretrained likelihood hands the loaded model, its SDE and the data settings to evaluate_nll
+    (the ODE solve itself is tested with the likelihood; a random net makes it too slow here)."""
+    import score_sde.training.trainer as trainer
+    from score_sde.cli import main
+
+    case = FIX["ve_cont_fourier_fir_inresidual"]
+    ckpt, cfg = tmp_path / "c.pth", tmp_path / "cfg.yaml"
+    torch.save(checkpoint(case), ckpt)
+    cfg.write_text(yaml.safe_dump(case["config"]))
+    seen = {}
+
+    def fake(cfg_, sde, model, **kw):
+        seen.update(cfg=cfg_, sde=sde, model=model, **kw)
+        return {"eval_nll": 1.0, "eval_bpd": 2.0, "eval_n": 3}
+
+    monkeypatch.setattr(trainer, "evaluate_nll", fake)
+    assert main(["likelihood", "--pretrained", f"official:{ckpt}", "--config", str(cfg), "--data-root",
+                 str(tmp_path), "--num", "3", "--probes", "2"]) == 0  # fmt: skip
+    assert "2.0000 bits/dim" in capsys.readouterr().out
+    assert isinstance(seen["sde"], ss.VESDE) and seen["sde"] is seen["model"].sde
+    assert seen["cfg"].data.dataset == "cifar10" and seen["cfg"].data.centered is False  # VE data on [0, 1]
+    assert seen["cfg"].data.root == str(tmp_path) and seen["n"] == 3 and seen["probes"] == 2
