@@ -3,7 +3,7 @@
 The curated public API; see DESIGN.md for the layers.
 """
 
-from . import analytic, guidance, nets
+from . import analytic, guidance, nets, pretrained
 from .analytic import EmpiricalDistribution, Gaussian, GaussianMixture
 from .data_scaling import DataScaling
 from .guidance import ClassifierFreeGuidance, ClassifierGuidance, colorize, drop_condition, impute
@@ -32,6 +32,7 @@ __all__ = [
     "drop_condition",
     "analytic",
     "nets",
+    "pretrained",
     "GaussianMixture",
     "Gaussian",
     "EmpiricalDistribution",

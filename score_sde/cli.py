@@ -225,6 +225,7 @@ def register_plugins() -> None:
         if e.name != f"{__package__}.guidance_cli":
             raise
     importlib.import_module(f"{__package__}.evaluate_cli").register()
+    importlib.import_module(f"{__package__}.pretrained_cli").register()  # --pretrained, convert
     if "figures" not in SUBCOMMANDS:
         mod = _figures_module()
         if mod is not None:

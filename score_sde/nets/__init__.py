@@ -1,6 +1,9 @@
 """Score networks: time embeddings, an MLP for low-dimensional data, a DDPM++/NCSN++ U-Net, and a
 noise-conditional classifier.
 
+``NCSNpp`` (NCSN++ / DDPM++ with every option of the official code) and ``DDPM`` (Ho et al.'s
+U-Net) are the networks of the official score_sde checkpoints (see :mod:`score_sde.pretrained`).
+
 Every score net is called as ``net(x, labels[, cond])`` and returns a tensor shaped like ``x``;
 wrap it with :class:`score_sde.ScoreModel` to say what it predicts and which time labels it gets.
 Label conventions (the ``label_scale`` / ``embedding`` arguments):
@@ -20,8 +23,10 @@ from __future__ import annotations
 from torch import nn
 
 from .classifier import NoiseConditionalClassifier
+from .ddpm import DDPM
 from .embeddings import GaussianFourierProjection, LabelEmbedding, SinusoidalEmbedding
 from .mlp import ClassConditioning, MLPScoreNet
+from .ncsnpp import NCSNpp
 from .unet import UNet
 
 # kind -> (class, defaults applied before the user's keyword arguments)
@@ -57,6 +62,8 @@ __all__ = [
     "NETS",
     "MLPScoreNet",
     "UNet",
+    "NCSNpp",
+    "DDPM",
     "NoiseConditionalClassifier",
     "SinusoidalEmbedding",
     "GaussianFourierProjection",

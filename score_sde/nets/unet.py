@@ -29,14 +29,13 @@ scale = 1e-10 where ``init_scale = 0``.
 Correspondence with the official PyTorch code (``models/ncsnpp.py``): ``self.all_modules`` is built
 in the same order with the same sub-module names (``GroupNorm_0``, ``Conv_0``, ``Dense_0``,
 ``NIN_0``/``W``, ``b``, ...), so for an official config with ``progressive = progressive_input =
-"none"``, ``fir = False`` (the DDPM++ configs) an official state dict loads after stripping its
-``module.`` prefix (:meth:`UNet.load_official_state_dict`); build the net with
-``sinusoidal_layout="concat"`` and ``label_scale=1`` (official nets get t * 999). NCSN++'s FIR
-resampling and progressive input/output branches are not implemented, so those checkpoints do not
-map. Official NCSN++ divides its output by sigma (``scale_by_sigma``): the output is then a score,
-i.e. ``-eps``; use ``prediction="eps"`` with the last conv negated. The class embedding and the
-cross-attention blocks are extras outside ``all_modules``. This mapping is by construction; it has
-not been checked against a downloaded checkpoint.
+"none"``, ``fir = False`` (the DDPM++ configs) and for the DDPM net (``resblock="ddpm"``,
+``skip_rescale=False``, widths >= 128) an official state dict loads after stripping its ``module.``
+prefix (:meth:`UNet.load_official_state_dict`); build the net with ``sinusoidal_layout="concat"`` and
+``label_scale=1`` (official nets get t * 999). The class embedding and the cross-attention blocks are
+extras outside ``all_modules``. Every official network, with FIR resampling, progressive branches,
+the exact official time labels and EMA weights, is built by :class:`score_sde.nets.NCSNpp` /
+:class:`score_sde.nets.DDPM` and loaded by :func:`score_sde.pretrained.load_official`.
 
 Sizes: any H, W work. Inputs are zero-padded on the bottom/right to a multiple of 2^(L-1) and the
 output is cropped back, so 28 x 28 MNIST runs with ``ch_mult=(1, 2, 2, 2)`` (padded to 32). The
@@ -495,10 +494,17 @@ class UNet(nn.Module):
 
     # ------------------------------------------------------------------------------------------
     def load_official_state_dict(self, state_dict: dict, strict: bool = True):
-        """Load an official score_sde (PyTorch) NCSN++/DDPM++ state dict (keys ``[module.]all_modules.*``).
+        """Load an official score_sde (PyTorch) DDPM++ / DDPM state dict (keys ``[module.]all_modules.*``).
 
         Only the ``all_modules`` part is read (``sigmas`` buffers and EMA wrappers are ignored); with
         ``strict`` every ``all_modules`` key of this net must be present with the same shape.
+
+        The loaded net matches the official one to ~1e-6 relative: this U-Net forms its sinusoidal
+        features in float64, the official net in float32 (phases up to 999, so ~6e-5 apart). A larger
+        difference of the *score* near t = 1e-3 (~1.2e-4 relative) is the official code's, not the net's:
+        it computes sigma(t) = sqrt(1 - exp(-B(t))) in float32, which cancels for small t, while
+        ``ScoreModel`` uses ``-expm1``. For the official networks with their exact features, labels
+        and EMA weights use :func:`score_sde.pretrained.load_official`.
         """
         ours = {k: v for k, v in self.state_dict().items() if k.startswith("all_modules.")}
         theirs = {}
