@@ -28,7 +28,9 @@ import time
 from dataclasses import dataclass
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-IGNORE = shutil.ignore_patterns(".git", ".venv", "__pycache__", ".pytest_cache", ".ruff_cache", "runs", "out", "*.egg-info")
+IGNORE = shutil.ignore_patterns(
+    ".git", ".venv", "__pycache__", ".pytest_cache", ".ruff_cache", "runs", "out", "*.egg-info"
+)
 
 
 @dataclass
@@ -46,8 +48,8 @@ T_MOMENTS = "tests/test_sampler_moments.py"
 
 def noise(name, file, old, new, key):
     """A stochastic sampler's noise scaled by 0.95: the moments test of that sampler must fail."""
-    return Mutant(f"noise_x0.95_{name}", file, old, new, (f"{T_MOMENTS}::test_stochastic_sampler_mean_and_covariance[{key}]",),
-                  f"{name}: noise x 0.95")  # fmt: skip
+    test = f"{T_MOMENTS}::test_stochastic_sampler_mean_and_covariance[{key}]"
+    return Mutant(f"noise_x0.95_{name}", file, old, new, (test,), f"{name}: noise x 0.95")
 
 
 P, C, F, SI = (
@@ -66,19 +68,22 @@ MUTANTS: list[Mutant] = [
            "            pass", ("tests/test_trainer.py", "tests/test_checkpoint.py"),
            "resume without restoring the RNG states"),
     Mutant("restart_no_forward_noise", F, "xt = xt + math.sqrt(s_hi**2 - s_lo**2) * ctx.randn_like(xt)",
-           "xt = xt", ("tests/test_fast_samplers.py", T_MOMENTS), "Restart without its forward noise"),
+           "xt = xt", (T_MOMENTS, "tests/test_fast_samplers.py"), "Restart without its forward noise"),
     Mutant("likelihood_delta_out_of_norm", "score_sde/likelihood.py",
            "torch.linalg.vector_norm(r[n:]) / math.sqrt(r.numel() - n)", "0 * torch.linalg.vector_norm(r[n:])",
            ("tests/test_likelihood.py",), "Delta left out of the likelihood ODE's error norm"),
-    noise("reverse_diffusion", P, "mean + c.sqrt_G2[k] * ctx.randn_like(x)", "mean + 0.95 * c.sqrt_G2[k] * ctx.randn_like(x)",
+    noise("reverse_diffusion", P, "mean + c.sqrt_G2[k] * ctx.randn_like(x)",
+          "mean + 0.95 * c.sqrt_G2[k] * ctx.randn_like(x)",
           "reverse_diffusion"),
-    Mutant("langevin_step_x1.3", C, "step = scale * (_norm(z, self.per_sample)", "step = 1.3 * scale * (_norm(z, self.per_sample)",
-           ("tests/test_samplers.py", "tests/test_sampler_steps.py"), "Langevin corrector step x 1.3"),
+    Mutant("langevin_step_x1.3", C, "step = scale * (_norm(z, self.per_sample)",
+           "step = 1.3 * scale * (_norm(z, self.per_sample)",
+           ("tests/test_sampler_steps.py", "tests/test_samplers.py"), "Langevin corrector step x 1.3"),
     # --- noise x 0.95 in every other stochastic sampler ----------------------------------------
     noise("ancestral", P, "mean + std * ctx.randn_like(x)", "mean + 0.95 * std * ctx.randn_like(x)", "ancestral"),
     noise("euler_maruyama", P, "mean + math.sqrt(-g2 * dt) * ctx.randn_like(x)",
           "mean + 0.95 * math.sqrt(-g2 * dt) * ctx.randn_like(x)", "euler_maruyama"),
-    noise("langevin", C, "x = mean + bcast(torch.sqrt(2 * step), x) * z", "x = mean + 0.95 * bcast(torch.sqrt(2 * step), x) * z",
+    noise("langevin", C, "x = mean + bcast(torch.sqrt(2 * step), x) * z",
+          "x = mean + 0.95 * bcast(torch.sqrt(2 * step), x) * z",
           "pc"),
     noise("annealed_langevin", C, "x = mean + noise * z", "x = mean + 0.95 * noise * z", "pc/annealed_langevin"),
     noise("sde_torchsde", SI, "return self.fwd.g2(self._t(s).to(device=y.device)).sqrt()",
@@ -96,25 +101,31 @@ MUTANTS: list[Mutant] = [
            "x_new = x * (2.0 - c.a[k]) + (0.52 * c.G2[k]) * s", ("tests/test_samplers.py", "tests/test_orders.py"),
            "fixed-step probability flow with 0.52 G^2"),
     Mutant("transition_G2", P, "G2 = sde.sigma(t) ** 2 - a * a * sde.sigma(t_next) ** 2",
-           "G2 = sde.sigma(t) ** 2 - a * sde.sigma(t_next) ** 2", ("tests/test_ddpm_equivalence.py", "tests/test_samplers.py"),
+           "G2 = sde.sigma(t) ** 2 - a * sde.sigma(t_next) ** 2", ("tests/test_ddpm_equivalence.py",
+           "tests/test_samplers.py"),
            "forward transition variance with a instead of a^2"),
     Mutant("ancestral_ve_variance", P, "std = c.sigma_next[k] * c.sqrt_G2[k] / c.sigma[k]", "std = c.sqrt_G2[k]",
-           ("tests/test_samplers_mixture_ve.py", "tests/test_sampler_steps.py"), "SMLD ancestral variance without the posterior factor"),
+           ("tests/test_sampler_steps.py", "tests/test_samplers_mixture_ve.py"),
+           "SMLD ancestral variance without the posterior factor"),
     Mutant("ddim_eta_coefficient", F, "keep = math.exp(-h) * math.sqrt(1.0 - self.eta**2 * one_m)",
-           "keep = math.exp(-h) * math.sqrt(1.0 - self.eta * one_m)", ("tests/test_fast_samplers.py", "tests/test_sampler_steps.py"),
+           "keep = math.exp(-h) * math.sqrt(1.0 - self.eta * one_m)", ("tests/test_sampler_steps.py",
+           "tests/test_fast_samplers.py"),
            "DDIM: eta instead of eta^2 in the kept part"),
     Mutant("heun_correction_dropped", F, "return xt + (s_to - s_from) * 0.5 * (d + d2), D, s, tv",
            "return xt + (s_to - s_from) * d, D, s, tv", ("tests/test_fast_samplers.py",), "Heun without its corrector"),
     Mutant("dpmpp_2m_history_order", F, "hist.insert(0, (lam[i], D))", "hist.append((lam[i], D))",
            ("tests/test_fast_samplers.py",), "multistep history kept oldest first"),
     Mutant("dpmpp_2m_sde_ratio", F, "r = (lam[i] - old[0]) / h", "r = 1.0",
-           ("tests/test_fast_samplers.py", "tests/test_sampler_steps.py"), "SDE-DPM-Solver++(2M) step ratio ignored"),
+           ("tests/test_sampler_steps.py", "tests/test_fast_samplers.py"), "SDE-DPM-Solver++(2M) step ratio ignored"),
     Mutant("ve_g2_exponent", "score_sde/sde/ve.py", "return self.sigma(t) ** 2 * (2 * self._log_ratio)",
            "return self.sigma(t) ** 2 * (1.9 * self._log_ratio)", ("tests/test_sde.py",), "VE g^2 off d sigma^2/dt"),
-    Mutant("ema_decay_swapped", "score_sde/training/ema.py", "torch._foreach_lerp_(self.shadow, self._views, 1.0 - decay)",
-           "torch._foreach_lerp_(self.shadow, self._views, decay)", ("tests/test_trainer.py", "tests/test_checkpoint.py",
+    Mutant("ema_decay_swapped", "score_sde/training/ema.py",
+           "torch._foreach_lerp_(self.shadow, self._views, 1.0 - decay)",
+           "torch._foreach_lerp_(self.shadow, self._views, decay)", ("tests/test_trainer.py",
+           "tests/test_checkpoint.py",
            "tests/test_losses.py"), "EMA moves by decay instead of 1 - decay"),
-    Mutant("hutchinson_probe_scale", "score_sde/likelihood.py", "return (rows * probes_acc).reshape(k, B, -1).sum((0, 2)) / k",
+    Mutant("hutchinson_probe_scale", "score_sde/likelihood.py",
+           "return (rows * probes_acc).reshape(k, B, -1).sum((0, 2)) / k",
            "return (rows * probes_acc).reshape(k, B, -1).sum((0, 2)) / max(k - 1, 1)", ("tests/test_likelihood.py",),
            "Hutchinson average over k - 1 probes"),
     Mutant("cfg_sign", "score_sde/guidance.py", "guided = s_u + self.scale * (s_c - s_u)",

@@ -82,5 +82,5 @@ def mixture_scales_4d() -> ss.GaussianMixture:
     return ss.GaussianMixture(
         [0.4, 0.6],
         [[0.6, 0.0, 0.3, 0.0], [-0.4, 0.2, -0.2, 0.0]],
-        torch.stack([torch.diag(torch.tensor(v, dtype=torch.float64)) for v in ([1.0, 0.3, 0.1, 0.03], [0.05, 0.6, 0.02, 0.8])]),
+        torch.diag_embed(torch.tensor([[1.0, 0.3, 0.1, 0.03], [0.05, 0.6, 0.02, 0.8]], dtype=torch.float64)),
     )
