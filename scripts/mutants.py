@@ -46,9 +46,13 @@ class Mutant:
 T_MOMENTS = "tests/test_sampler_moments.py"
 
 
-def noise(name, file, old, new, key):
-    """A stochastic sampler's noise scaled by 0.95: the moments test of that sampler must fail."""
-    test = f"{T_MOMENTS}::test_stochastic_sampler_mean_and_covariance[{key}]"
+def noise(name, file, old, new, key, corrector=None):
+    """A stochastic sampler's noise scaled by 0.95: the moments test of that sampler must fail (a corrector's:
+    the moments test of the corrector alone)."""
+    if corrector:
+        test = f"{T_MOMENTS}::test_corrector_alone_keeps_the_mean_and_covariance[{corrector}]"
+    else:
+        test = f"{T_MOMENTS}::test_stochastic_sampler_mean_and_covariance[{key}]"
     return Mutant(f"noise_x0.95_{name}", file, old, new, (test,), f"{name}: noise x 0.95")
 
 
@@ -83,9 +87,9 @@ MUTANTS: list[Mutant] = [
     noise("euler_maruyama", P, "mean + math.sqrt(-g2 * dt) * ctx.randn_like(x)",
           "mean + 0.95 * math.sqrt(-g2 * dt) * ctx.randn_like(x)", "euler_maruyama"),
     noise("langevin", C, "x = mean + bcast(torch.sqrt(2 * step), x) * z",
-          "x = mean + 0.95 * bcast(torch.sqrt(2 * step), x) * z",
-          "pc"),
-    noise("annealed_langevin", C, "x = mean + noise * z", "x = mean + 0.95 * noise * z", "pc/annealed_langevin"),
+          "x = mean + 0.95 * bcast(torch.sqrt(2 * step), x) * z", "pc", "langevin"),
+    noise("annealed_langevin", C, "x = mean + noise * z", "x = mean + 0.95 * noise * z", "pc/annealed_langevin",
+          "annealed_langevin"),
     noise("sde_torchsde", SI, "return self.fwd.g2(self._t(s).to(device=y.device)).sqrt()",
           "return 0.95 * self.fwd.g2(self._t(s).to(device=y.device)).sqrt()", "sde"),
     noise("ddim_eta", F, "xn = mean + (alpha[i + 1] * c) * ctx.randn_like(x)",
