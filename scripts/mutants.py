@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -172,6 +173,7 @@ def main(argv=None) -> int:
             print(f"{m.name:32s} {m.file}  tests: {' '.join(m.tests)}")
         return 0
     lines = []
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so that the scratch copy is removed
 
     def say(s):
         print(s, flush=True)
