@@ -743,7 +743,7 @@ class DatasetBitsPerDim:
     def __repr__(self) -> str:  # a one-line summary: the per-sample tensors can hold a whole test set
         return (
             f"{type(self).__name__}(mean={self.mean:.4f}, stderr={self.stderr:.4f}, num={self.num}, "
-            f"repeats={self.repeats}, nfe={self.nfe}, per_sample=<tensor {tuple(self.per_sample.shape)}>)"
+            f"repeats={self.repeats}, nfe={self.nfe}, per_sample shape {tuple(self.per_sample.shape)})"
         )
 
     def to_dict(self) -> dict:

@@ -33,7 +33,7 @@ STOCHASTIC = {
     "sde": dict(steps=250, method="euler"),
     "ddim": dict(steps=400, eta=1.0),
     "dpmpp_2m_sde": dict(steps=100, eta=1.0),
-    "edm": dict(steps=100),
+    "edm": dict(steps=100, S_churn=40.0, S_min=0.05, S_max=50.0, S_noise=1.003),  # EDM churn
     "restart": dict(steps=40, restart_sigma=(0.05, 3.0), restart_steps=12),
 }
 # registered names that are deterministic whatever their options
