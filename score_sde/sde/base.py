@@ -185,8 +185,13 @@ class LinearSDE(ABC):
 
     # ---- validation helpers used by samplers ---------------------------------------------------
     def check_eps(self, eps: float) -> None:
-        if not (0.0 < float(eps) < self.T):
+        """``ValueError`` unless 0 < eps < T and sigma(eps) > 0 in float32 (the end time must carry noise:
+        the score and the log-SNR are singular where sigma = 0)."""
+        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not (0.0 < float(eps) < self.T):
             raise ValueError(f"eps must lie in (0, T) = (0, {self.T}); got eps = {eps!r}")
+        s = self.sigma(torch.tensor(float(eps), dtype=torch.float32))
+        if not bool(s > 0):
+            raise ValueError(f"eps = {eps!r} is too small: sigma(eps) underflows to 0 in float32")
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(N={self.N})"

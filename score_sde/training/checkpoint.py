@@ -56,7 +56,9 @@ def verify_checksums(path: str | os.PathLike) -> None:
     except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as e:
         raise CheckpointError(f"checkpoint {path!r} is damaged (truncated or corrupt archive: {e})") from None
     if bad is not None:
-        raise CheckpointError(f"checkpoint {path!r} is damaged: the checksum (CRC-32) of its record {bad!r} does not match")
+        raise CheckpointError(
+            f"checkpoint {path!r} is damaged: the checksum (CRC-32) of its record {bad!r} does not match"
+        )
 
 
 def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:

@@ -534,7 +534,7 @@ def validate(cfg: Config, check_files: bool = True) -> Config:
     _positive("training.weight_decay", t.weight_decay, strict=False)
     _positive("training.eps", t.eps)
     if math.isnan(t.grad_clip):
-        raise ValueError(f"config key 'training.grad_clip' must be a number (< 0 turns clipping off); got {t.grad_clip!r}")
+        raise ValueError(f"config key 'training.grad_clip' must be a number (< 0: off); got {t.grad_clip!r}")
     for k in ("rtol", "atol"):
         _positive(f"sampling.{k}", getattr(cfg.sampling, k))
         _positive(f"eval.{k}", getattr(cfg.eval, k))
