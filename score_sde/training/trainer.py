@@ -831,6 +831,10 @@ def load_workdir(workdir: str | os.PathLike, *, device: str = "auto", ema: bool 
     sde = build_sde(cfg)
     net = build_network(cfg.model, shape)
     load_weights(net, state["model"], what=f"model of {path!r}")
+    floats = {k: v for k, v in state["model"].items() if torch.is_tensor(v) and v.is_floating_point()}
+    bad = [k for k, v in floats.items() if not bool(torch.isfinite(v).all())]
+    if bad:
+        raise CheckpointError(f"checkpoint {path!r} holds non-finite weights ({', '.join(bad[:3])}); training diverged")
     net = net.to(dev, getattr(torch, cfg.training.dtype))
     if ema:
         e = ExponentialMovingAverage(net, state["ema"]["decay"])

@@ -1,0 +1,225 @@
+"""Reliability: the workdir lock, damaged checkpoints and configs, resume checks, divergence, launcher death."""
+
+import csv
+import os
+import subprocess
+import sys
+import warnings
+
+import pytest
+import torch
+
+from score_sde import cli
+from score_sde.training import Trainer, load_config, save_config
+from score_sde.training.checkpoint import CheckpointError, list_checkpoints, load_checkpoint
+from score_sde.training.guards import TrainingDiverged
+from score_sde.training.trainer import load_workdir
+from score_sde.training.workdir import LauncherDied, LauncherWatch, MetricsLog, WorkdirLock, WorkdirLocked
+
+TINY = [
+    "data.dataset=mixture",
+    "data.n_train=128",
+    "data.n_test=16",
+    "model.kind=mlp",
+    "model.hidden=16",
+    "model.depth=1",
+    "model.emb_dim=8",
+    "training.batch_size=16",
+    "training.lr=1e-3",
+    "training.warmup=2",
+    "training.log_every=3",
+    "training.ckpt_every=5",
+    "training.keep_ckpts=5",
+    "training.progress=false",
+    "training.dtype=float32",
+    "eval.num=16",
+    "sampling.sampler=euler_maruyama",
+    "sampling.steps=4",
+]
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def tiny(*extra):
+    return load_config(None, [*TINY, *extra])
+
+
+def rows(wd):
+    with open(os.path.join(wd, "metrics.csv"), newline="") as f:
+        return [(r["step"], r["loss"], r["lr"], r["grad_norm"]) for r in csv.DictReader(f)]
+
+
+# ---- the lock ---------------------------------------------------------------------------------------------------
+def test_second_trainer_on_a_held_workdir_fails_at_once_naming_the_pid(tmp_path):
+    a = Trainer(tiny("training.n_iters=5"), tmp_path)
+    with pytest.raises(WorkdirLocked, match=rf"pid {os.getpid()}\b"):
+        Trainer(tiny("training.n_iters=5"), tmp_path)
+    a.fit()  # releases the lock when done
+    Trainer(tiny("training.n_iters=5"), tmp_path).close()
+
+
+def test_lock_held_by_another_process_and_stale_lock_taken_over(tmp_path):
+    wd = tmp_path / "w"
+    code = (
+        "import importlib.util, sys, time\n"
+        f"spec = importlib.util.spec_from_file_location('wd', {os.path.join(ROOT, 'score_sde/training/workdir.py')!r})\n"
+        "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)\n"
+        f"lock = m.WorkdirLock({str(wd)!r}).acquire(); print('held', flush=True); time.sleep(60)\n"
+    )
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == "held"
+        cfg = tmp_path / "c.yaml"
+        save_config(tiny("training.n_iters=5"), cfg)
+        with pytest.raises(WorkdirLocked, match=rf"pid {p.pid}\b"):
+            Trainer(tiny("training.n_iters=5"), wd)
+        assert cli.main(["train", "--config", str(cfg), "--workdir", str(wd)]) == 2
+    finally:
+        p.kill()
+        p.wait()
+    # the killed holder's lock file stays, with its pid, but the kernel released the lock: taken over
+    assert (wd / ".lock").read_text().strip() == str(p.pid)
+    with WorkdirLock(wd) as lock:
+        assert lock.held and (wd / ".lock").read_text().strip() == str(os.getpid())
+
+
+def test_launcher_death_stops_a_worker(monkeypatch):
+    w = LauncherWatch(enabled=True)
+    w.check()
+    monkeypatch.setattr(os, "getppid", lambda: w.ppid + 1)
+    with pytest.raises(LauncherDied, match=f"pid {w.ppid}"):
+        w.check()
+    LauncherWatch(enabled=False).check()  # a single process never checks
+
+
+# ---- damaged files ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("damage", ["flip", "truncate"])
+def test_damaged_newest_checkpoint_is_skipped_for_the_newest_valid_one(tmp_path, damage):
+    Trainer(tiny("training.n_iters=10"), tmp_path).fit()
+    ckpts = dict(list_checkpoints(tmp_path / "checkpoints"))
+    newest = ckpts[10]
+    data = bytearray(open(newest, "rb").read())
+    if damage == "flip":
+        data[len(data) // 2] ^= 0xFF
+    else:
+        data = data[: len(data) // 2]
+    open(newest, "wb").write(bytes(data))
+    with pytest.raises(CheckpointError, match="damaged"):
+        load_checkpoint(newest)
+    with pytest.warns(RuntimeWarning, match="skipping checkpoint.*checkpoint_10"):
+        cfg, sde, model, state = load_workdir(tmp_path, device="cpu")  # sample / likelihood
+    assert state["step"] == 5
+    (tmp_path / "checkpoints" / ".tmp-killed.pt").write_bytes(b"half a checkpoint")
+    with pytest.warns(RuntimeWarning, match="renamed to checkpoint_10.pt.corrupt"):
+        tr = Trainer(tiny("training.n_iters=10"), tmp_path)
+    assert tr.step == 5
+    assert not (tmp_path / "checkpoints" / ".tmp-killed.pt").exists()  # stale temp files removed on start
+    tr.fit()
+    assert [s for s, _ in list_checkpoints(tmp_path / "checkpoints")] == [5, 10]
+    assert (tmp_path / "checkpoints" / "checkpoint_10.pt.corrupt").exists()
+
+
+@pytest.mark.parametrize("content", ["", "data:\n  dataset: mixture\n", "training: [unclosed\n"])
+def test_damaged_config_yaml_uses_the_checkpoints_config_never_defaults(tmp_path, content):
+    cfg_file = tmp_path / "c.yaml"
+    save_config(tiny("training.n_iters=5", "training.lr=3e-3"), cfg_file)
+    wd = tmp_path / "w"
+    assert cli.main(["train", "--config", str(cfg_file), "--workdir", str(wd)]) == 0
+    (wd / "config.yaml").write_text(content)
+    with pytest.warns(RuntimeWarning, match="config.yaml.*damaged"):
+        cfg = cli.resolve_train_config(None, str(wd), ["training.n_iters=10"])
+    assert cfg.training.lr == 3e-3 and cfg.training.batch_size == 16 and cfg.training.n_iters == 10
+    for p in (wd / "checkpoints").iterdir():
+        p.unlink()
+    with pytest.raises(cli.UsageError, match="damaged.*no checkpoint"):
+        cli.resolve_train_config(None, str(wd), [])
+
+
+def test_metrics_log_drops_a_torn_row_and_newer_rows_atomically(tmp_path):
+    p = tmp_path / "m.csv"
+    log = MetricsLog(p, ("step", "loss"))
+    log.open(keep_through=0)
+    for s in (3, 6, 9):
+        log.append({"step": s, "loss": 0.5})
+    with open(p, "a") as f:
+        f.write("12,0.2")  # a row torn by a kill
+    ino = os.stat(p).st_ino
+    log.open(keep_through=6)
+    assert [r["step"] for r in log.read_rows()] == ["3", "6"]
+    assert os.stat(p).st_ino != ino  # a new file replaced the old one (never truncated in place)
+    ino = os.stat(p).st_ino
+    log.open(keep_through=6)
+    assert os.stat(p).st_ino == ino  # nothing to drop: left alone
+
+
+# ---- resuming --------------------------------------------------------------------------------------------------
+def test_resume_between_logged_steps_logs_the_same_rows(tmp_path):
+    Trainer(tiny("training.n_iters=13"), tmp_path / "a").fit()
+
+    def crash(tr, step, metrics):
+        if step == 8:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):  # dies at step 8: the last checkpoint (5) lies inside a log window
+        Trainer(tiny("training.n_iters=13"), tmp_path / "b", callbacks=[crash]).fit()
+    Trainer(tiny("training.n_iters=13"), tmp_path / "b").fit()
+    assert rows(tmp_path / "a") == rows(tmp_path / "b")
+    assert [r[0] for r in rows(tmp_path / "a")] == ["3", "6", "9", "12", "13"]
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [("model.prediction=x0", "model.prediction"), ("sde.kind=subvpsde", "sde.kind"), ("model.hidden=32", "model.hidden")],
+)
+def test_resume_with_a_changed_model_or_sde_is_refused_unless_allowed(tmp_path, override, key):
+    cfg_file = tmp_path / "c.yaml"
+    save_config(tiny("training.n_iters=5"), cfg_file)
+    wd = tmp_path / "w"
+    assert cli.main(["train", "--config", str(cfg_file), "--workdir", str(wd)]) == 0
+    with pytest.raises(ValueError, match=rf"{key}.*--allow-config-change"):
+        Trainer(tiny("training.n_iters=10", override), wd)
+    assert cli.main(["train", "--workdir", str(wd), "--set", "training.n_iters=10", override]) == 2
+    argv = ["train", "--workdir", str(wd), "--allow-config-change", "--set", "training.n_iters=10", override]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        code = cli.main(argv)
+    if key == "model.hidden":  # the weights can not fit: a clear error, not torch's size-mismatch traceback
+        assert code == 2
+        with pytest.raises(ValueError, match="weights do not fit"), pytest.warns(UserWarning):
+            Trainer(tiny("training.n_iters=10", override), wd, allow_config_change=True)
+    else:
+        assert code == 0
+        assert key in (wd / "events.log").read_text()
+
+
+# ---- divergence ------------------------------------------------------------------------------------------------
+def test_divergence_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, capsys):
+    cfg_file = tmp_path / "c.yaml"
+    save_config(tiny("training.n_iters=5"), cfg_file)
+    wd = tmp_path / "w"
+    assert cli.main(["train", "--config", str(cfg_file), "--workdir", str(wd)]) == 0
+    code = cli.main(["train", "--workdir", str(wd), "--set", "training.n_iters=40", "training.lr=1e10",
+                     "training.grad_clip=-1"])  # fmt: skip
+    assert code == 2
+    assert "score-sde: error: training diverged" in capsys.readouterr().err
+    assert [s for s, _ in list_checkpoints(wd / "checkpoints")] == [5]
+    with pytest.raises(TrainingDiverged, match="non-finite"):
+        Trainer(tiny("training.n_iters=40", "training.lr=1e10", "training.grad_clip=-1"), wd).fit()
+    state = load_checkpoint(list_checkpoints(wd / "checkpoints")[-1][1])
+    assert all(torch.isfinite(v).all() for v in state["model"].values())
+
+
+def test_sampling_a_diverged_checkpoint_is_refused(tmp_path):
+    tr = Trainer(tiny("training.n_iters=5"), tmp_path)
+    tr.fit()
+    with torch.no_grad():
+        next(tr.net.parameters()).fill_(float("nan"))
+    tr.step, tr.guard.first_bad = 6, torch.tensor(-1)
+    tr._take_workdir()
+    from score_sde.training.checkpoint import checkpoint_path, save_checkpoint
+
+    save_checkpoint(checkpoint_path(tr.ckpt_dir, 6), tr.state_dict())  # bypassing the guard on purpose
+    tr.close()
+    with pytest.raises(CheckpointError, match="non-finite weights"):
+        load_workdir(tmp_path, device="cpu")
+    with pytest.raises(TrainingDiverged, match="parameter became non-finite"):
+        tr.save()  # the trainer's own save refuses
