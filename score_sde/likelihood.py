@@ -61,7 +61,7 @@ from .quadrature import AdaptiveClenshawCurtis
 from .sde.base import LinearSDE
 from .solvers.base import CountingScore
 from .solvers.ode import ADAPTIVE_METHODS, odeint_clamped, odeint_pf, probability_flow_drift
-from .utils import Generator, NonFiniteScoreWarning, check_finite, check_tolerance, flat_dim
+from .utils import Generator, NonFiniteScoreWarning, ScoreGuard, check_finite, check_tolerance, flat_dim
 
 DIVERGENCES = ("exact", "hutchinson")
 SCHEMES = ("augmented", "quadrature")
@@ -551,6 +551,7 @@ def log_likelihood(
         and ``info`` (the scheme and, for ``"quadrature"``, its node counts and error estimate).
     """
     rtol, atol, eps = _check_inputs(sde, score_fn, x, rtol, atol, eps, method)
+    score_fn = ScoreGuard(score_fn, "log_likelihood")  # a clear error for a score of the wrong shape or type
     if divergence not in DIVERGENCES:
         raise ValueError(f"unknown divergence {divergence!r}; choose one of {DIVERGENCES}")
     if noise not in NOISES:
@@ -636,7 +637,7 @@ def encode(
     A bijection for a fixed score (up to tolerance); :func:`decode` is its inverse.
     """
     rtol, atol, eps = _check_inputs(sde, score_fn, x, rtol, atol, eps, method)
-    return _pf_flow(sde, score_fn, x, eps, sde.T, rtol, atol, method, options)[0]
+    return _pf_flow(sde, ScoreGuard(score_fn, "encode"), x, eps, sde.T, rtol, atol, method, options)[0]
 
 
 def decode(
@@ -651,7 +652,7 @@ def decode(
 ) -> torch.Tensor:
     """Data x = x(eps) of the latent z = x(T), integrating the probability-flow ODE backwards; shape like z."""
     rtol, atol, eps = _check_inputs(sde, score_fn, z, rtol, atol, eps, method)
-    return _pf_flow(sde, score_fn, z, sde.T, eps, rtol, atol, method, options)[0]
+    return _pf_flow(sde, ScoreGuard(score_fn, "decode"), z, sde.T, eps, rtol, atol, method, options)[0]
 
 
 def _check_scaling(scaling) -> None:

@@ -119,8 +119,9 @@ class ScoreModel(nn.Module):
         self.time_labels = "edm" if prediction == "edm" else time_labels
         self.sigma_data = float(sigma_data)
 
-    def _check(self, x, t) -> torch.Tensor:
-        """x a floating tensor [B, ...]; t as [B] inside [0, T] (up to rounding in t's dtype), else ValueError."""
+    def _check(self, x, t, view: str = "") -> torch.Tensor:
+        """x a floating tensor [B, ...]; t as [B] inside [0, T] (up to rounding in t's dtype), else ValueError.
+        The score view is also refused where sigma(t) = 0 (t = 0 of a VP SDE), where it is infinite."""
         if not torch.is_tensor(x):
             raise TypeError(f"x must be a torch.Tensor; got {type(x).__name__}")
         if not x.is_floating_point() or x.ndim < 1:
@@ -129,10 +130,16 @@ class ScoreModel(nn.Module):
         if t.numel():
             T = self.sde.T
             tol = 4 * torch.finfo(t.dtype).eps * max(T, 1.0)
-            lo, hi = torch.stack(torch.aminmax(t.detach())).tolist()  # one sync
+            lo, hi = torch.aminmax(t.detach())
+            fin = torch.isfinite(x.detach()).all().to(lo.dtype)
+            lo, hi, fin = torch.stack((lo, hi, fin)).tolist()  # one sync
+            if not fin:
+                raise ValueError(f"x must be finite; got NaN/inf in x of shape {tuple(x.shape)}")
             if not (lo >= -tol and hi <= T + tol):  # also catches NaN
                 bad = lo if not lo >= -tol else hi
                 raise ValueError(f"t must lie in [0, T] = [0, {T}]; got t = {bad!r}")
+            if view == "score" and lo <= 0 and float(self.sde.sigma(torch.tensor(0.0, dtype=torch.float64))) == 0:
+                raise ValueError("t = 0 has sigma(t) = 0, where the score is infinite; evaluate it at t > 0 (t >= eps)")
         return t
 
     def raw(self, x: torch.Tensor, t, cond=None) -> tuple[torch.Tensor, str]:
@@ -154,7 +161,7 @@ class ScoreModel(nn.Module):
         return self.net(x, labels) if cond is None else self.net(x, labels, cond)
 
     def _view(self, x, t, dst, cond=None):
-        t = self._check(x, t)
+        t = self._check(x, t, dst)
         out, kind = self.raw(x, t, cond)
         return convert(out, x, self.sde.alpha(t).to(x), self.sde.sigma(t).to(x), kind, dst)
 

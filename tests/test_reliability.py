@@ -59,9 +59,10 @@ def test_second_trainer_on_a_held_workdir_fails_at_once_naming_the_pid(tmp_path)
 
 def test_lock_held_by_another_process_and_stale_lock_taken_over(tmp_path):
     wd = tmp_path / "w"
+    src = os.path.join(ROOT, "score_sde", "training", "workdir.py")
     code = (
         "import importlib.util, sys, time\n"
-        f"spec = importlib.util.spec_from_file_location('wd', {os.path.join(ROOT, 'score_sde/training/workdir.py')!r})\n"
+        f"spec = importlib.util.spec_from_file_location('wd', {src!r})\n"
         "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)\n"
         f"lock = m.WorkdirLock({str(wd)!r}).acquire(); print('held', flush=True); time.sleep(60)\n"
     )
@@ -168,7 +169,11 @@ def test_resume_between_logged_steps_logs_the_same_rows(tmp_path):
 
 @pytest.mark.parametrize(
     "override, key",
-    [("model.prediction=x0", "model.prediction"), ("sde.kind=subvpsde", "sde.kind"), ("model.hidden=32", "model.hidden")],
+    [
+        ("model.prediction=x0", "model.prediction"),
+        ("sde.kind=subvpsde", "sde.kind"),
+        ("model.hidden=32", "model.hidden"),
+    ],
 )
 def test_resume_with_a_changed_model_or_sde_is_refused_unless_allowed(tmp_path, override, key):
     cfg_file = tmp_path / "c.yaml"
