@@ -228,3 +228,32 @@ def test_sampling_a_diverged_checkpoint_is_refused(tmp_path):
         load_workdir(tmp_path, device="cpu")
     with pytest.raises(TrainingDiverged, match="parameter became non-finite"):
         tr.save()  # the trainer's own save refuses
+
+
+# ---- noise from CPU generators for data on another device -----------------------------------------------------------
+def test_randn_like_draws_on_the_generators_device():
+    """The noise comes from the generator's own device and is moved to x's: a CPU generator gives the same numbers
+    whatever device x is on. (No GPU here: a 'meta' x stands for the other device; the old code drew on x's device,
+    where a meta draw never touches the CPU generator's state.)"""
+    from score_sde.utils import per_sample_generators, randn_like
+
+    x = torch.empty(3, 2, dtype=torch.float32)
+    a = randn_like(x, torch.Generator().manual_seed(4))
+    assert torch.equal(a, torch.randn(3, 2, generator=torch.Generator().manual_seed(4), dtype=torch.float32))
+    g = torch.Generator().manual_seed(4)
+    out = randn_like(torch.empty(3, 2, dtype=torch.float32, device="meta"), g)
+    assert out.device.type == "meta" and out.shape == (3, 2)
+    assert torch.equal(torch.randn(3, 2, generator=g, dtype=torch.float32), _after(4, 6, (3, 2)))  # the CPU generator made the 6 draws
+    gens = per_sample_generators([1, 2, 3])
+    randn_like(torch.empty(3, 2, dtype=torch.float32, device="meta"), gens)
+    for s, gen in zip([1, 2, 3], gens):
+        assert torch.equal(torch.randn(2, generator=gen, dtype=torch.float32), _after(s, 2, (2,)))
+    with pytest.raises(TypeError, match="generator"):
+        randn_like(x, [1, 2, 3])
+
+
+def _after(seed: int, skip: int, shape) -> torch.Tensor:
+    """The draws of shape ``shape`` a CPU generator seeded ``seed`` gives after ``skip`` normals."""
+    g = torch.Generator().manual_seed(seed)
+    torch.randn(skip, generator=g, dtype=torch.float32)
+    return torch.randn(shape, generator=g, dtype=torch.float32)
