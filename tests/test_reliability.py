@@ -243,7 +243,8 @@ def test_randn_like_draws_on_the_generators_device():
     g = torch.Generator().manual_seed(4)
     out = randn_like(torch.empty(3, 2, dtype=torch.float32, device="meta"), g)
     assert out.device.type == "meta" and out.shape == (3, 2)
-    assert torch.equal(torch.randn(3, 2, generator=g, dtype=torch.float32), _after(4, 6, (3, 2)))  # the CPU generator made the 6 draws
+    # the CPU generator made the 6 draws
+    assert torch.equal(torch.randn(3, 2, generator=g, dtype=torch.float32), _after(4, 6, (3, 2)))
     gens = per_sample_generators([1, 2, 3])
     randn_like(torch.empty(3, 2, dtype=torch.float32, device="meta"), gens)
     for s, gen in zip([1, 2, 3], gens):

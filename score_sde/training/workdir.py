@@ -56,6 +56,13 @@ def _check_folder(folder: str, path: str) -> None:
         raise ValueError(f"can not write {path!r}: {e.filename or folder!r} is a file, not a folder") from None
 
 
+def _mkstemp(path: str, folder: str) -> tuple[int, str]:
+    """A temp file ``.tmp-<name>-XXXX<suffix>`` next to ``path`` (writers such as matplotlib read the format
+    from the suffix)."""
+    stem, suffix = os.path.splitext(os.path.basename(path))
+    return tempfile.mkstemp(prefix=f"{TMP_PREFIX}{stem}-", suffix=suffix, dir=folder)
+
+
 def atomic_write(path: str | os.PathLike, write: Callable, *, binary: bool = True) -> str:
     """Write ``path`` atomically: ``write(f)`` fills a temp file in the same folder, then
     flush, fsync, ``os.replace`` onto ``path`` and fsync of the folder. On any error (or a kill) the
@@ -63,8 +70,7 @@ def atomic_write(path: str | os.PathLike, write: Callable, *, binary: bool = Tru
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     _check_folder(folder, path)
-    suffix = os.path.splitext(path)[1]  # writers such as matplotlib read the format from the suffix
-    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=suffix, dir=folder)
+    fd, tmp = _mkstemp(path, folder)
     try:
         with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"newline": ""})) as f:
             write(f)
@@ -89,7 +95,7 @@ def atomic_path(path: str | os.PathLike, writer: Callable[[str], None]) -> str:
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     _check_folder(folder, path)
-    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=os.path.splitext(path)[1], dir=folder)
+    fd, tmp = _mkstemp(path, folder)
     os.close(fd)
     try:
         writer(tmp)
