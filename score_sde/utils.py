@@ -95,18 +95,19 @@ class NonFiniteScoreWarning(RuntimeWarning):
 
 
 class ScoreGuard:
-    """Wrap ``score_fn(x, t[, cond])``: check its output's shape at every call and record, on the device and
-    without a sync per call, whether it ever held NaN/inf and the first time it did.
+    """Wrap ``score_fn(x, t[, cond])``: check its output's type and shape at every call and keep, without a
+    sync per call, the sum of each output (NaN/inf anywhere in an output makes its sum non-finite).
 
-    :meth:`report` (once, at the end of a solve) emits one :class:`NonFiniteScoreWarning` naming that time
-    and how many samples of the result are not finite; it also warns when the result is not finite though
-    the score stayed finite (an overflow, e.g. in float16).
+    :meth:`report` (once, at the end of a solve) emits one :class:`NonFiniteScoreWarning` naming the first
+    time the score was not finite and how many samples of the result are not; it also warns when the result
+    is not finite though the score stayed finite (an overflow, e.g. in float16).
     """
 
     def __init__(self, score_fn: Callable, where: str):
         self.fn, self.where = score_fn, where
-        self.bad: torch.Tensor | None = None
-        self.first_t: torch.Tensor | None = None
+        self._sums: list[torch.Tensor] = []
+        self._times: list = []
+        self._first: int | None = None
 
     def __call__(self, x: torch.Tensor, t, *args):
         out = self.fn(x, t, *args)
@@ -114,23 +115,29 @@ class ScoreGuard:
             raise TypeError(f"score_fn must return a tensor; got {type(out).__name__}")
         if out.shape != x.shape:
             raise ValueError(f"score_fn returned shape {tuple(out.shape)} for x of shape {tuple(x.shape)}")
-        bad = ~torch.isfinite(out.detach()).all()
-        tt = torch.as_tensor(t).detach().reshape(-1)[:1].to(device=out.device, dtype=torch.float64).sum()
-        if self.bad is None:
-            self.bad, self.first_t = bad, tt
-        else:
-            self.first_t = torch.where(self.bad, self.first_t, tt)
-            self.bad = self.bad | bad
+        half = out.dtype in (torch.float16, torch.bfloat16)
+        self._sums.append(out.detach().sum(dtype=torch.float32 if half else None))
+        self._times.append(t.detach() if torch.is_tensor(t) else t)
         return out
+
+    def _first_bad(self) -> int | None:
+        """Index of the first call whose output held NaN/inf (one sync for all calls so far)."""
+        if self._first is None and self._sums:
+            bad = ~torch.isfinite(torch.stack([s.to(torch.float64) for s in self._sums]))
+            if bool(bad.any()):
+                self._first = int(bad.nonzero()[0])
+        return self._first
 
     @property
     def nonfinite(self) -> bool:
-        return self.bad is not None and bool(self.bad)
+        return self._first_bad() is not None
 
     def message(self) -> str | None:
-        if not self.nonfinite:
+        i = self._first_bad()
+        if i is None:
             return None
-        return f"{self.where}: the score returned NaN/inf (first at t = {float(self.first_t):.6g})"
+        t = float(torch.as_tensor(self._times[i]).detach().reshape(-1)[0])
+        return f"{self.where}: the score returned NaN/inf (first at t = {t:.6g}, evaluation {i + 1})"
 
     def report(self, result: torch.Tensor | None = None, stacklevel: int = 3) -> None:
         """One warning if the score was ever non-finite or ``result`` holds NaN/inf."""
