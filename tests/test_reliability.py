@@ -258,3 +258,11 @@ def _after(seed: int, skip: int, shape) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     torch.randn(skip, generator=g, dtype=torch.float32)
     return torch.randn(shape, generator=g, dtype=torch.float32)
+
+
+def test_traceback_flag_shows_the_error_itself(tmp_path, monkeypatch):
+    monkeypatch.delenv("SCORE_SDE_TRACEBACK", raising=False)
+    argv = ["sample", "--workdir", str(tmp_path / "none"), "--num", "-4"]
+    assert cli.main(argv) == 2
+    with pytest.raises(cli.UsageError, match="--num"):
+        cli.main(["--traceback", *argv])
