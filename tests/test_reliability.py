@@ -266,3 +266,60 @@ def test_traceback_flag_shows_the_error_itself(tmp_path, monkeypatch):
     assert cli.main(argv) == 2
     with pytest.raises(cli.UsageError, match="--num"):
         cli.main(["--traceback", *argv])
+
+
+TORCHRUN = os.path.join(os.path.dirname(sys.executable), "torchrun")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.exists(TORCHRUN), reason="torchrun not installed next to python")
+def test_killing_the_torchrun_launcher_stops_its_workers(tmp_path):
+    """SIGKILL of the torchrun agent: both workers notice their parent is gone and stop within a few steps."""
+    import signal
+    import textwrap
+    import time
+
+    cfg = tmp_path / "c.yaml"
+    save_config(tiny("training.n_iters=100000", "training.ckpt_every=1000", "training.device=cpu"), cfg)
+    script = tmp_path / "slow.py"
+    script.write_text(textwrap.dedent(f"""
+        import os, time
+        from score_sde.training import Trainer, load_config
+        from score_sde.training.distributed import init_distributed
+        ctx = init_distributed("cpu")
+        open({str(tmp_path)!r} + f"/pid_{{ctx.rank}}", "w").write(str(os.getpid()))
+        Trainer(load_config({str(cfg)!r}), {str(tmp_path / "wd")!r}, dist=ctx,
+                callbacks=[lambda tr, step, m: time.sleep(0.02)]).fit()
+    """))  # fmt: skip
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(p for p in (ROOT, os.environ.get(
+        "PYTHONPATH")) if p))  # fmt: skip
+    agent = subprocess.Popen([TORCHRUN, "--standalone", "--nproc_per_node=2", str(script)], cwd=tmp_path, env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    try:
+        deadline = time.time() + 180
+        started = [tmp_path / "pid_0", tmp_path / "pid_1", tmp_path / "wd" / "metrics.csv"]
+        while not all(p.exists() for p in started):
+            assert time.time() < deadline and agent.poll() is None
+            time.sleep(0.1)
+        pids = [int((tmp_path / f"pid_{r}").read_text()) for r in (0, 1)]
+        agent.send_signal(signal.SIGKILL)
+        agent.wait()
+        deadline = time.time() + 60
+        alive = pids
+        while alive and time.time() < deadline:
+            alive = [p for p in pids if os.path.exists(f"/proc/{p}") and "zombie" not in _status(p)]
+            time.sleep(0.1)
+        assert not alive, f"workers {alive} still running after their launcher died"
+    finally:
+        try:
+            os.killpg(agent.pid, signal.SIGKILL)  # the workers share the agent's session
+        except ProcessLookupError:
+            pass
+
+
+def _status(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return f.read()
+    except OSError:
+        return "zombie"
