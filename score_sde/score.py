@@ -24,6 +24,7 @@ integer index of the SDE's discrete chain (DDPM nets); ``sigma`` sigma(t) (offic
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable
 
 import torch
@@ -113,7 +114,7 @@ class ScoreModel(nn.Module):
             raise TypeError(f"sde must be a score_sde SDE (e.g. ss.VPSDE()); got {type(sde).__name__}")
         if not callable(net):
             raise TypeError(f"net must be callable as net(x, labels[, cond]); got {type(net).__name__}")
-        if isinstance(sigma_data, bool) or not isinstance(sigma_data, (int, float)) or not 0 < sigma_data < math.inf:
+        if isinstance(sigma_data, bool) or not isinstance(sigma_data, numbers.Real) or not 0 < sigma_data < math.inf:
             raise ValueError(f"sigma_data must be a positive finite number; got sigma_data = {sigma_data!r}")
         self.net, self.sde, self.prediction = net, sde, prediction
         self.time_labels = "edm" if prediction == "edm" else time_labels

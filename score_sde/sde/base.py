@@ -187,9 +187,13 @@ class LinearSDE(ABC):
     def check_eps(self, eps: float) -> None:
         """``ValueError`` unless 0 < eps < T and sigma(eps) > 0 in float32 (the end time must carry noise:
         the score and the log-SNR are singular where sigma = 0)."""
-        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not (0.0 < float(eps) < self.T):
+        try:
+            e = float(eps) if not isinstance(eps, (bool, str, bytes)) else math.nan
+        except (TypeError, ValueError, RuntimeError):  # not a number (or a tensor of several)
+            e = math.nan
+        if not 0.0 < e < self.T:
             raise ValueError(f"eps must lie in (0, T) = (0, {self.T}); got eps = {eps!r}")
-        s = self.sigma(torch.tensor(float(eps), dtype=torch.float32))
+        s = self.sigma(torch.tensor(e, dtype=torch.float32))
         if not bool(s > 0):
             raise ValueError(f"eps = {eps!r} is too small: sigma(eps) underflows to 0 in float32")
 

@@ -10,6 +10,7 @@ sub-VP (eq. 12): same drift, g^2 = beta(t)(1 - exp(-2B)), kernel std sigma = 1 -
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 
@@ -57,7 +58,7 @@ class VPSDE(LinearSDE):
                 f"beta_max / N must be < 1 (the DDPM chain's betas beta_i ~ beta(t)/N lie in (0, 1)); got beta_max = "
                 f"{beta_max!r}, N = {N}, beta_max / N = {beta_max / N:g}"
             )
-        if isinstance(cosine_s, bool) or not isinstance(cosine_s, (int, float)) or not 0 <= cosine_s < 1:
+        if isinstance(cosine_s, bool) or not isinstance(cosine_s, numbers.Real) or not 0 <= cosine_s < 1:
             raise ValueError(f"cosine_s must be a number in [0, 1); got cosine_s = {cosine_s!r}")
         self.beta_0, self.beta_1, self.N, self.schedule = float(beta_min), float(beta_max), N, schedule
         self.cosine_s = float(cosine_s)
