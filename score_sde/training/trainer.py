@@ -822,7 +822,7 @@ def load_workdir(workdir: str | os.PathLike, *, device: str = "auto", ema: bool 
     else:  # the newest checkpoint that verifies (a damaged newer one is skipped with a warning)
         path, state = latest_valid_checkpoint(folder, map_location=dev)
     if path is None:
-        raise FileNotFoundError(f"no valid checkpoint in {folder!r}; train first (score-sde train --workdir ...)")
+        raise FileNotFoundError(f"no checkpoint in {folder!r} that loads; train first (score-sde train --workdir ...)")
     try:
         cfg = config_from_plain(state["config"])
         shape = tuple(int(s) for s in state["data_shape"])
