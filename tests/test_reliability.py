@@ -323,3 +323,37 @@ def _status(pid: int) -> str:
             return f.read()
     except OSError:
         return "zombie"
+
+
+# ---- non-finite scores ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("sampler", ["euler_maruyama", "pc", "ddim", "unipc", "sde"])
+def test_a_nan_score_warns_exactly_once_naming_the_time(sampler):
+    import score_sde as ss
+
+    def score(x, t):  # finite until t drops below 0.5
+        return torch.where(t[:, None] < 0.5, torch.full_like(x, float("nan")), -x)
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = ss.sample(ss.VPSDE(), score, (3, 2), sampler=sampler, steps=10)
+    hits = [w for w in caught if issubclass(w.category, ss.NonFiniteScoreWarning)]
+    assert len(hits) == 1 and res.info["nonfinite"] is True
+    t = float(str(hits[0].message).split("first at t = ")[1].split(",")[0])
+    assert 0.3 < t < 0.5  # the first grid time below 0.5
+    assert "3 of 3 samples" in str(hits[0].message)
+
+
+def test_nan_score_in_adaptive_solves_is_an_error_and_in_fixed_steps_a_warning():
+    import score_sde as ss
+
+    x = torch.randn(3, 2)
+
+    def score(x, t):
+        return torch.where(t[:, None] > 0.5, torch.full_like(x, float("nan")), -x)
+
+    with pytest.raises(ss.ODESolveError, match=r"score\) returned NaN/inf, first at t = 0\.[5-9]"):
+        ss.log_likelihood(ss.VPSDE(), score, x)
+    with pytest.warns(ss.NonFiniteScoreWarning, match="log p is NaN"):
+        ss.log_likelihood(ss.VPSDE(), score, x, method="euler", options={"step_size": 0.05})
+    with pytest.warns(ss.NonFiniteScoreWarning, match="sampler 'ode'"):
+        ss.sample(ss.VPSDE(), score, (3, 2), sampler="ode", method="euler", steps=10)
