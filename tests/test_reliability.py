@@ -357,3 +357,13 @@ def test_nan_score_in_adaptive_solves_is_an_error_and_in_fixed_steps_a_warning()
         ss.log_likelihood(ss.VPSDE(), score, x, method="euler", options={"step_size": 0.05})
     with pytest.warns(ss.NonFiniteScoreWarning, match="sampler 'ode'"):
         ss.sample(ss.VPSDE(), score, (3, 2), sampler="ode", method="euler", steps=10)
+
+
+def test_when_no_checkpoint_loads_training_refuses_to_start_afresh(tmp_path):
+    Trainer(tiny("training.n_iters=5"), tmp_path).fit()
+    (p,) = [p for _, p in list_checkpoints(tmp_path / "checkpoints")]
+    open(p, "r+b").truncate(100)
+    with pytest.raises(CheckpointError, match="none of the 1 checkpoint.*damaged"):
+        Trainer(tiny("training.n_iters=10"), tmp_path)
+    assert os.path.exists(p)  # nothing renamed
+    WorkdirLock(tmp_path).acquire().release()  # the failed trainer released the lock

@@ -154,20 +154,30 @@ def latest_checkpoint(folder: str | os.PathLike) -> str | None:
 def latest_valid_checkpoint(
     folder: str | os.PathLike, map_location="cpu", quarantine: bool = False
 ) -> tuple[str, dict] | tuple[None, None]:
-    """(path, state) of the newest checkpoint in ``folder`` that loads and verifies, or (None, None).
+    """(path, state) of the newest checkpoint in ``folder`` that loads and verifies; (None, None) when the
+    folder holds no checkpoint.
 
-    A damaged newer checkpoint is skipped with a warning; with ``quarantine`` (the workdir lock's
-    holder) it is renamed to ``<name>.corrupt`` so that it is neither listed nor pruned again.
+    A damaged newer checkpoint is skipped with a warning; with ``quarantine`` (the workdir lock's holder) it
+    is renamed to ``<name>.corrupt`` so that it is neither listed nor pruned again. When checkpoints exist
+    but none loads, :class:`CheckpointError` names the newest one's problem (nothing is renamed).
     """
+    bad: list[tuple[str, CheckpointError]] = []
     for _, p in reversed(list_checkpoints(folder)):
         try:
-            return p, load_checkpoint(p, map_location=map_location)
+            state = load_checkpoint(p, map_location=map_location)
         except CheckpointError as e:
+            bad.append((p, e))
+            continue
+        for q, e in bad:
             note = ""
             if quarantine:
-                os.replace(p, p + ".corrupt")
-                note = f" (renamed to {os.path.basename(p)}.corrupt)"
-            warnings.warn(f"skipping checkpoint {p!r}{note}: {e}", RuntimeWarning, stacklevel=2)
+                os.replace(q, q + ".corrupt")
+                note = f" (renamed to {os.path.basename(q)}.corrupt)"
+            warnings.warn(f"skipping checkpoint {q!r}{note}: {e}", RuntimeWarning, stacklevel=2)
+        return p, state
+    if bad:
+        n, where = len(bad), os.fspath(folder)
+        raise CheckpointError(f"none of the {n} checkpoint(s) in {where!r} loads; the newest: {bad[0][1]}")
     return None, None
 
 
