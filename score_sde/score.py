@@ -122,13 +122,17 @@ class ScoreModel(nn.Module):
 
     def _check(self, x, t, view: str = "") -> torch.Tensor:
         """x a floating tensor [B, ...]; t as [B] inside [0, T] (up to rounding in t's dtype), else ValueError.
-        The score view is also refused where sigma(t) = 0 (t = 0 of a VP SDE), where it is infinite."""
+        The score view is also refused where sigma(t) = 0 (t = 0 of a VP SDE), where it is infinite.
+
+        The value checks (t in range, x finite) run when x and t live on the CPU, where they cost a few
+        microseconds; on an accelerator they would cost a device sync per call and are skipped (the
+        samplers check their own time grids and watch the score's output)."""
         if not torch.is_tensor(x):
             raise TypeError(f"x must be a torch.Tensor; got {type(x).__name__}")
         if not x.is_floating_point() or x.ndim < 1:
             raise TypeError(f"x must be a floating-point tensor [B, ...]; got dtype {x.dtype}, shape {tuple(x.shape)}")
         t = as_time(t, x)
-        if t.numel():
+        if t.numel() and t.device.type == "cpu":
             T = self.sde.T
             tol = 4 * torch.finfo(t.dtype).eps * max(T, 1.0)
             lo, hi = torch.aminmax(t.detach())
@@ -139,13 +143,15 @@ class ScoreModel(nn.Module):
             if not (lo >= -tol and hi <= T + tol):  # also catches NaN
                 bad = lo if not lo >= -tol else hi
                 raise ValueError(f"t must lie in [0, T] = [0, {T}]; got t = {bad!r}")
-            if view == "score" and lo <= 0 and float(self.sde.sigma(torch.tensor(0.0, dtype=torch.float64))) == 0:
+            if view == "score" and lo <= 0 and float(self.sde.sigma(torch.zeros((), dtype=torch.float64))) == 0:
                 raise ValueError("t = 0 has sigma(t) = 0, where the score is infinite; evaluate it at t > 0 (t >= eps)")
         return t
 
     def raw(self, x: torch.Tensor, t, cond=None) -> tuple[torch.Tensor, str]:
         """The network's output for (x, t) and its prediction type (EDM output is returned as x0)."""
-        t = self._check(x, t)
+        return self._raw(x, self._check(x, t), cond)
+
+    def _raw(self, x: torch.Tensor, t: torch.Tensor, cond=None) -> tuple[torch.Tensor, str]:
         labels = time_labels(self.sde, t, self.time_labels)
         if self.prediction == "edm":
             a = bcast(self.sde.alpha(t).to(x), x)
@@ -163,7 +169,7 @@ class ScoreModel(nn.Module):
 
     def _view(self, x, t, dst, cond=None):
         t = self._check(x, t, dst)
-        out, kind = self.raw(x, t, cond)
+        out, kind = self._raw(x, t, cond)
         return convert(out, x, self.sde.alpha(t).to(x), self.sde.sigma(t).to(x), kind, dst)
 
     def score(self, x: torch.Tensor, t, cond=None) -> torch.Tensor:
