@@ -367,3 +367,12 @@ def test_when_no_checkpoint_loads_training_refuses_to_start_afresh(tmp_path):
         Trainer(tiny("training.n_iters=10"), tmp_path)
     assert os.path.exists(p)  # nothing renamed
     WorkdirLock(tmp_path).acquire().release()  # the failed trainer released the lock
+
+
+def test_a_batch_that_can_not_fit_is_refused_before_training(monkeypatch):
+    from score_sde.training import guards
+
+    monkeypatch.setattr(guards, "device_memory", lambda device: 24 * 2**30)  # a 24 GiB machine
+    with pytest.raises(ValueError, match=r"training\.batch_size' = 1000000000 can not fit.*24\.0 GiB"):
+        Trainer(tiny("training.batch_size=1000000000", "model.hidden=16"))
+    Trainer(tiny("training.batch_size=4096"))  # large but fine

@@ -134,12 +134,13 @@ def check_batch_fits(cfg, shape: tuple[int, ...], micro: int, device: torch.devi
     """Refuse a ``training.batch_size`` whose tensors alone can not fit in the device's memory.
 
     A lower bound of one step's memory: the global batch's int64 indices plus, per micro-batch sample,
-    the data, noise, noisy input and output (4 D values) and two copies of the first layer's activations
-    (``model.hidden`` for the MLP, ``model.ch`` x H x W for image networks). Real use is higher still.
+    the data, noise, noisy input and output (4 D values) and two copies (forward and gradient) of the
+    hidden activations (``model.hidden`` x (``model.depth`` + 1) for the MLP, the first layer's
+    ``model.ch`` x H x W for image networks). Real use is higher still.
     """
     t, m = cfg.training, cfg.model
     D = math.prod(shape)
-    first = m.hidden if m.kind == "mlp" else m.ch * (math.prod(shape[1:]) if len(shape) == 3 else 1)
+    first = m.hidden * (m.depth + 1) if m.kind == "mlp" else m.ch * (math.prod(shape[1:]) if len(shape) == 3 else 1)
     need = t.batch_size * 8 + micro * (4 * D + 2 * first) * torch.tensor([], dtype=dtype).element_size()
     have = device_memory(device)
     if have is not None and need > have:
