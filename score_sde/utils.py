@@ -123,7 +123,11 @@ class ScoreGuard:
     def _first_bad(self) -> int | None:
         """Index of the first call whose output held NaN/inf (one sync for all calls so far)."""
         if self._first is None and self._sums:
-            bad = ~torch.isfinite(torch.stack([s.to(torch.float64) for s in self._sums]))
+            try:
+                sums = torch.stack(self._sums)
+            except RuntimeError:  # outputs of several dtypes or devices
+                sums = torch.stack([s.to("cpu", torch.float64) for s in self._sums])
+            bad = ~torch.isfinite(sums)
             if bool(bad.any()):
                 self._first = int(bad.nonzero()[0])
         return self._first
