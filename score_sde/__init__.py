@@ -19,7 +19,8 @@ from .likelihood import (
 from .score import ScoreModel, convert, score_from_denoiser
 from .sde import VESDE, VPSDE, DiscreteVPSDE, GeneralLinearSDE, LinearSDE, ReverseSDE, SubVPSDE
 from .solvers import SampleResult, available_samplers, make_grid, sample
-from .utils import per_sample_generators
+from .solvers.ode import ODESolveError
+from .utils import NonFiniteScoreWarning, per_sample_generators
 
 __version__ = "0.1.0"
 
@@ -51,6 +52,8 @@ __all__ = [
     "available_samplers",
     "make_grid",
     "per_sample_generators",
+    "NonFiniteScoreWarning",
+    "ODESolveError",
     "log_likelihood",
     "LikelihoodResult",
     "bits_per_dim",

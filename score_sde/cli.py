@@ -66,6 +66,11 @@ def _train_args(p: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="override config keys, e.g. --set training.lr=1e-3 training.n_iters=2000",
     )
+    p.add_argument(
+        "--allow-config-change",
+        action="store_true",
+        help="resume even though the model or SDE config differs from the checkpoint's (recorded in events.log)",
+    )
 
 
 def resolve_train_config(config: str | None, workdir: str, overrides: list[str]):
@@ -77,7 +82,7 @@ def resolve_train_config(config: str | None, workdir: str, overrides: list[str])
     from .training.config import apply_overrides, config_from_dict, load_yaml, validate
 
     stored_path = os.path.join(workdir, "config.yaml")
-    stored = config_from_dict(load_yaml(stored_path)) if os.path.isfile(stored_path) else None
+    stored = _stored_config(workdir) if os.path.isfile(stored_path) else None
     if config is None and stored is None:
         raise UsageError(f"give --config: the workdir {workdir!r} holds no config.yaml to resume from")
     given = apply_overrides(config_from_dict(load_yaml(config)), overrides) if config is not None else None
@@ -98,6 +103,33 @@ def resolve_train_config(config: str | None, workdir: str, overrides: list[str])
     return cfg
 
 
+def _stored_config(workdir: str):
+    """The workdir's ``config.yaml``; when it is empty, cut off or unreadable, the config of the newest valid
+    checkpoint (with a warning), never the library defaults; UsageError when neither exists."""
+    import warnings
+
+    from .training.checkpoint import latest_valid_checkpoint
+    from .training.config import config_from_dict, config_from_plain, load_yaml, missing_keys
+
+    path = os.path.join(workdir, "config.yaml")
+    try:
+        d = load_yaml(path)
+        problem = f"it lacks {', '.join(missing_keys(d)[:4])}" if missing_keys(d) else None
+        cfg = config_from_dict(d) if problem is None else None
+    except (ValueError, TypeError) as e:
+        problem, cfg = str(e), None
+    if problem is None:
+        return cfg
+    ckpt, state = latest_valid_checkpoint(os.path.join(workdir, "checkpoints"))
+    if ckpt is None or not isinstance(state.get("config"), dict):
+        raise UsageError(
+            f"{path!r} is damaged ({problem}) and no checkpoint holds a config to resume from; "
+            "give --config or use a new --workdir"
+        )
+    warnings.warn(f"{path!r} is damaged ({problem}); using the config stored in {ckpt!r}", RuntimeWarning, stacklevel=2)
+    return config_from_plain(state["config"])
+
+
 def _flat(d: dict, prefix: str = "") -> dict:
     out = {}
     for k, v in d.items():
@@ -115,7 +147,7 @@ def _run_train(args) -> int:
     cfg = resolve_train_config(args.config, args.workdir, args.overrides)
     ctx = init_distributed(cfg.training.device)
     try:
-        trainer = Trainer(cfg, args.workdir, dist=ctx)
+        trainer = Trainer(cfg, args.workdir, dist=ctx, allow_config_change=args.allow_config_change)
         if trainer.step >= cfg.training.n_iters:
             if ctx.is_main:
                 print(
@@ -239,6 +271,9 @@ def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
     parser.add_argument("--version", action="version", version=f"score-sde {__version__}")
+    parser.add_argument(
+        "--traceback", action="store_true", help="show the full traceback of an error (also SCORE_SDE_TRACEBACK=1)"
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for cmd in SUBCOMMANDS.values():
         p = sub.add_parser(cmd.name, help=cmd.help, description=cmd.help)
@@ -247,14 +282,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _known_errors() -> tuple[type[BaseException], ...]:
+    """Errors of our own checks, printed as one line (CheckpointError is a ValueError)."""
+    from .solvers.ode import NFEBudgetExceeded, ODESolveError
+    from .training.guards import TrainingDiverged
+    from .training.workdir import LauncherDied, WorkdirLocked
+
+    return (UsageError, ValueError, TypeError, OSError, TrainingDiverged, WorkdirLocked, LauncherDied,
+            ODESolveError, NFEBudgetExceeded)  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``score-sde`` console script; returns the exit status."""
+    """Entry point of the ``score-sde`` console script; returns the exit status.
+
+    An error of a check (bad option, bad config, damaged checkpoint, locked workdir, diverged training, ...)
+    is printed as one line ``score-sde: error: ...`` with exit status 2; ``--traceback`` (or the environment
+    variable ``SCORE_SDE_TRACEBACK=1``) shows the traceback instead.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return int(args._run(args) or 0)
-    except (UsageError, ValueError, TypeError, FileNotFoundError) as e:  # CheckpointError is a ValueError
-        if os.environ.get("SCORE_SDE_TRACEBACK"):
+    except _known_errors() as e:
+        if args.traceback or os.environ.get("SCORE_SDE_TRACEBACK"):
             raise
         print(f"score-sde: error: {e}", file=sys.stderr)
         return 2

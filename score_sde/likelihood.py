@@ -61,7 +61,7 @@ from .quadrature import AdaptiveClenshawCurtis
 from .sde.base import LinearSDE
 from .solvers.base import CountingScore
 from .solvers.ode import ADAPTIVE_METHODS, odeint_clamped, odeint_pf, probability_flow_drift
-from .utils import Generator, check_finite, flat_dim
+from .utils import Generator, NonFiniteScoreWarning, ScoreGuard, check_finite, check_tolerance, flat_dim
 
 DIVERGENCES = ("exact", "hutchinson")
 SCHEMES = ("augmented", "quadrature")
@@ -98,10 +98,20 @@ class LikelihoodResult:
 
 
 # ---- validation ---------------------------------------------------------------------------------
-def _check_positive(name: str, v) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
-        raise ValueError(f"{name} must be a positive finite number; got {name} = {v!r}")
-    return float(v)
+def _no_graph_divergence(score: Callable, s: torch.Tensor, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """The divergence of a score whose output carries no autograd graph back to ``x``.
+
+    A score constant in x (same output at a shifted x) has divergence exactly 0. Otherwise the score was
+    computed under ``torch.no_grad()`` or detached from x, its divergence can not be formed, and a
+    ``ValueError`` says so (instead of torch's "element 0 of tensors does not require grad")."""
+    with torch.no_grad():
+        shifted = score(x.detach() * 1.25 + 0.5, t)
+    if torch.equal(shifted, s.detach()):
+        return torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
+    raise ValueError(
+        "log_likelihood needs the divergence of score_fn, but its output carries no gradient with respect to x "
+        "(computed under torch.no_grad(), detached, or via numpy?); remove the no_grad/detach inside score_fn"
+    )
 
 
 def _check_inputs(sde, score_fn, x, rtol, atol, eps, method) -> tuple[float, float, float]:
@@ -114,7 +124,7 @@ def _check_inputs(sde, score_fn, x, rtol, atol, eps, method) -> tuple[float, flo
         raise ValueError(f"x must have shape [B, ...] with B >= 1 and at least one entry; got {tuple(x.shape)}")
     if not x.is_floating_point():
         raise TypeError(f"x must be a floating-point tensor; got dtype {x.dtype}")
-    rtol, atol = _check_positive("rtol", rtol), _check_positive("atol", atol)
+    rtol, atol = check_tolerance("rtol", rtol), check_tolerance("atol", atol)
     if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not math.isfinite(eps):
         raise ValueError(f"eps must be a number in (0, T) = (0, {sde.T}); got eps = {eps!r}")
     sde.check_eps(eps)
@@ -252,7 +262,9 @@ class _AugmentedPFODE:
             if self.create_graph is None:
                 self.create_graph = keep or _depends_on_other_leaf(s, xin)
             cg = self.create_graph
-            if self.divergence == "exact":
+            if not s.requires_grad:
+                div_s = _no_graph_divergence(self.score.fn, s, xin, tv)
+            elif self.divergence == "exact":
                 div_s = _divergence_exact(s, xin, self.vjp, cg, self.chunk_size, xs.dtype)
             else:
                 div_s = _divergence_hutchinson(s, xin, self.probes_work, self.probes, self.vjp, cg)
@@ -411,7 +423,9 @@ def _solve_quadrature(
             with torch.enable_grad():
                 xin = xr if keep and xr.requires_grad else xr.detach().requires_grad_(True)
                 s = score(xin, tr.to(work))
-                if divergence == "exact":
+                if not s.requires_grad:
+                    div_s = _no_graph_divergence(score.fn, s, xin, tr.to(work))
+                elif divergence == "exact":
                     chunk = chunk_size or max(1, min(D, 2**22 // (m * B * D)))
                     div_s = _divergence_exact(s, xin, vjp, keep, chunk, state_dtype)
                 else:
@@ -537,6 +551,7 @@ def log_likelihood(
         and ``info`` (the scheme and, for ``"quadrature"``, its node counts and error estimate).
     """
     rtol, atol, eps = _check_inputs(sde, score_fn, x, rtol, atol, eps, method)
+    score_fn = ScoreGuard(score_fn, "log_likelihood")  # a clear error for a score of the wrong shape or type
     if divergence not in DIVERGENCES:
         raise ValueError(f"unknown divergence {divergence!r}; choose one of {DIVERGENCES}")
     if noise not in NOISES:
@@ -568,6 +583,11 @@ def log_likelihood(
     if state_dtype is not None and not (isinstance(state_dtype, torch.dtype) and state_dtype.is_floating_point):
         raise TypeError(f"state_dtype must be a floating torch.dtype or None; got {state_dtype!r}")
     state = x.dtype if state_dtype is None or state_dtype.itemsize < x.dtype.itemsize else state_dtype
+    if state in (torch.float16, torch.bfloat16):
+        raise TypeError(
+            f"x has dtype {x.dtype}; the adaptive ODE solver needs a float32 or float64 state: pass x.float(), "
+            "dtype=torch.float32 or state_dtype=torch.float32 (the score is then still called in x's dtype)"
+        )
     if not torch.is_grad_enabled():
         create_graph = False
     B, D = x.shape[0], flat_dim(x)
@@ -594,6 +614,9 @@ def log_likelihood(
     else:
         z, delta, nfe, info = run(x, v)
     prior = sde.prior_logp(z)
+    if not bool(torch.isfinite(prior + delta).all()):
+        n = int((~torch.isfinite(prior + delta)).sum())
+        warnings.warn(f"log_likelihood: log p is NaN/inf for {n} of {B} samples", NonFiniteScoreWarning, stacklevel=2)
     _warn_if_outside_prior(sde, z)
     logp, z, prior, delta = ((prior + delta).to(x.dtype), z.to(x.dtype), prior.to(x.dtype), delta.to(x.dtype))
     return LikelihoodResult(logp=logp, z=z, prior_logp=prior, delta=delta, nfe=nfe, info=info)
@@ -614,7 +637,7 @@ def encode(
     A bijection for a fixed score (up to tolerance); :func:`decode` is its inverse.
     """
     rtol, atol, eps = _check_inputs(sde, score_fn, x, rtol, atol, eps, method)
-    return _pf_flow(sde, score_fn, x, eps, sde.T, rtol, atol, method, options)[0]
+    return _pf_flow(sde, ScoreGuard(score_fn, "encode"), x, eps, sde.T, rtol, atol, method, options)[0]
 
 
 def decode(
@@ -629,7 +652,7 @@ def decode(
 ) -> torch.Tensor:
     """Data x = x(eps) of the latent z = x(T), integrating the probability-flow ODE backwards; shape like z."""
     rtol, atol, eps = _check_inputs(sde, score_fn, z, rtol, atol, eps, method)
-    return _pf_flow(sde, score_fn, z, sde.T, eps, rtol, atol, method, options)[0]
+    return _pf_flow(sde, ScoreGuard(score_fn, "decode"), z, sde.T, eps, rtol, atol, method, options)[0]
 
 
 def _check_scaling(scaling) -> None:
@@ -642,6 +665,8 @@ def _check_scaling(scaling) -> None:
 
 def _bits_per_dim(sde, score_fn, data, scaling, dequantize, generator, dtype, kwargs):
     _check_scaling(scaling)
+    if torch.is_tensor(data) and (data.ndim < 1 or data.shape[0] == 0 or data.numel() == 0):
+        raise ValueError(f"data must hold at least one sample [B >= 1, ...]; got data of shape {tuple(data.shape)}")
     if dequantize:
         if not torch.is_tensor(data):
             raise TypeError(f"data must be a torch.Tensor of integer levels; got {type(data).__name__}")

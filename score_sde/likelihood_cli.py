@@ -105,8 +105,13 @@ def report(res, args, settings, state, ranks: int) -> dict:
 
 
 def run(args) -> int:
+    from .cli import UsageError
     from .training.distributed import cleanup, init_distributed
 
+    for name in ("num", "probes", "repeats", "batch_size"):
+        value = getattr(args, name, None)
+        if value is not None and value < 1:
+            raise UsageError(f"--{name.replace('_', '-')} must be >= 1; got {value}")
     ctx = init_distributed(args.device)
     try:
         res, settings, state = compute(args, ctx)

@@ -357,6 +357,9 @@ def run(args) -> int:
         x = torch.cat([r.x for r in results]) if results else torch.zeros((0, *shape), dtype=p.dtype, device=p.device)
         nfe = max((r.nfe for r in results), default=0)
         x = gather_cat(x, ctx).cpu()
+        if not torch.isfinite(x).all():
+            bad = int((~torch.isfinite(x.reshape(x.shape[0], -1))).any(1).sum())
+            raise SampleUsageError(f"{bad} of {x.shape[0]} samples hold NaN/inf (nothing written to {args.out!r})")
         if ctx.is_main:
             if ext == ".npz":
                 os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)

@@ -23,6 +23,8 @@ integer index of the SDE's discrete chain (DDPM nets); ``sigma`` sigma(t) (offic
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Callable
 
 import torch
@@ -108,13 +110,48 @@ class ScoreModel(nn.Module):
             raise ValueError(f"unknown prediction {prediction!r}; choose one of {PREDICTIONS}")
         if time_labels not in TIME_LABELS:
             raise ValueError(f"unknown time_labels {time_labels!r}; choose one of {TIME_LABELS}")
+        if not isinstance(sde, LinearSDE):
+            raise TypeError(f"sde must be a score_sde SDE (e.g. ss.VPSDE()); got {type(sde).__name__}")
+        if not callable(net):
+            raise TypeError(f"net must be callable as net(x, labels[, cond]); got {type(net).__name__}")
+        if isinstance(sigma_data, bool) or not isinstance(sigma_data, numbers.Real) or not 0 < sigma_data < math.inf:
+            raise ValueError(f"sigma_data must be a positive finite number; got sigma_data = {sigma_data!r}")
         self.net, self.sde, self.prediction = net, sde, prediction
         self.time_labels = "edm" if prediction == "edm" else time_labels
         self.sigma_data = float(sigma_data)
 
+    def _check(self, x, t, view: str = "") -> torch.Tensor:
+        """x a floating tensor [B, ...]; t as [B] inside [0, T] (up to rounding in t's dtype), else ValueError.
+        The score view is also refused where sigma(t) = 0 (t = 0 of a VP SDE), where it is infinite.
+
+        The value checks (t in range, x finite) run when x and t live on the CPU, where they cost a few
+        microseconds; on an accelerator they would cost a device sync per call and are skipped (the
+        samplers check their own time grids and watch the score's output)."""
+        if not torch.is_tensor(x):
+            raise TypeError(f"x must be a torch.Tensor; got {type(x).__name__}")
+        if not x.is_floating_point() or x.ndim < 1:
+            raise TypeError(f"x must be a floating-point tensor [B, ...]; got dtype {x.dtype}, shape {tuple(x.shape)}")
+        t = as_time(t, x)
+        if t.numel() and t.device.type == "cpu":
+            T = self.sde.T
+            tol = 4 * torch.finfo(t.dtype).eps * max(T, 1.0)
+            lo, hi = torch.aminmax(t.detach())
+            fin = torch.isfinite(x.detach()).all().to(lo.dtype)
+            lo, hi, fin = torch.stack((lo, hi, fin)).tolist()  # one sync
+            if not fin:
+                raise ValueError(f"x must be finite; got NaN/inf in x of shape {tuple(x.shape)}")
+            if not (lo >= -tol and hi <= T + tol):  # also catches NaN
+                bad = lo if not lo >= -tol else hi
+                raise ValueError(f"t must lie in [0, T] = [0, {T}]; got t = {bad!r}")
+            if view == "score" and lo <= 0 and float(self.sde.sigma(torch.zeros((), dtype=torch.float64))) == 0:
+                raise ValueError("t = 0 has sigma(t) = 0, where the score is infinite; evaluate it at t > 0 (t >= eps)")
+        return t
+
     def raw(self, x: torch.Tensor, t, cond=None) -> tuple[torch.Tensor, str]:
         """The network's output for (x, t) and its prediction type (EDM output is returned as x0)."""
-        t = as_time(t, x)
+        return self._raw(x, self._check(x, t), cond)
+
+    def _raw(self, x: torch.Tensor, t: torch.Tensor, cond=None) -> tuple[torch.Tensor, str]:
         labels = time_labels(self.sde, t, self.time_labels)
         if self.prediction == "edm":
             a = bcast(self.sde.alpha(t).to(x), x)
@@ -131,8 +168,8 @@ class ScoreModel(nn.Module):
         return self.net(x, labels) if cond is None else self.net(x, labels, cond)
 
     def _view(self, x, t, dst, cond=None):
-        t = as_time(t, x)
-        out, kind = self.raw(x, t, cond)
+        t = self._check(x, t, dst)
+        out, kind = self._raw(x, t, cond)
         return convert(out, x, self.sde.alpha(t).to(x), self.sde.sigma(t).to(x), kind, dst)
 
     def score(self, x: torch.Tensor, t, cond=None) -> torch.Tensor:

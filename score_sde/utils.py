@@ -8,7 +8,8 @@ Every function in the package is rank-agnostic: data has shape ``[B, ...]`` (``[
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -73,6 +74,92 @@ def check_same_batch(**tensors: torch.Tensor) -> None:
         raise ValueError(f"batch sizes differ: {desc}")
 
 
+def check_tolerance(name: str, v) -> float:
+    """An ODE tolerance (rtol, atol) as a float; ``ValueError`` naming it unless a finite number > 0."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+        raise ValueError(f"{name} must be a positive finite number; got {name} = {v!r}")
+    return float(v)
+
+
+def check_ode_dtype(x: torch.Tensor, name: str = "x") -> None:
+    """``TypeError`` for half-precision input to an adaptive ODE solve (its step-size control underflows)."""
+    if x.dtype in (torch.float16, torch.bfloat16):
+        raise TypeError(
+            f"{name} has dtype {x.dtype}; the adaptive ODE solver needs float32 or float64 (its step-size control "
+            f"underflows in half precision): pass {name}.float() (a half-precision network can cast inside score_fn)"
+        )
+
+
+class NonFiniteScoreWarning(RuntimeWarning):
+    """A sampler or the likelihood met a score (or produced a result) holding NaN or infinity."""
+
+
+class ScoreGuard:
+    """Wrap ``score_fn(x, t[, cond])``: check its output's type and shape at every call and keep, without a
+    sync per call, the sum of each output (NaN/inf anywhere in an output makes its sum non-finite).
+
+    :meth:`report` (once, at the end of a solve) emits one :class:`NonFiniteScoreWarning` naming the first
+    time the score was not finite and how many samples of the result are not; it also warns when the result
+    is not finite though the score stayed finite (an overflow, e.g. in float16).
+    """
+
+    def __init__(self, score_fn: Callable, where: str):
+        self.fn, self.where = score_fn, where
+        self._sums: list[torch.Tensor] = []
+        self._times: list = []
+        self._first: int | None = None
+
+    def __call__(self, x: torch.Tensor, t, *args):
+        out = self.fn(x, t, *args)
+        if not torch.is_tensor(out):
+            raise TypeError(f"score_fn must return a tensor; got {type(out).__name__}")
+        if out.shape != x.shape:
+            raise ValueError(f"score_fn returned shape {tuple(out.shape)} for x of shape {tuple(x.shape)}")
+        half = out.dtype in (torch.float16, torch.bfloat16)
+        self._sums.append(out.detach().sum(dtype=torch.float32 if half else None))
+        self._times.append(t.detach() if torch.is_tensor(t) else t)
+        return out
+
+    def _first_bad(self) -> int | None:
+        """Index of the first call whose output held NaN/inf (one sync for all calls so far)."""
+        if self._first is None and self._sums:
+            try:
+                sums = torch.stack(self._sums)
+            except RuntimeError:  # outputs of several dtypes or devices
+                sums = torch.stack([s.to("cpu", torch.float64) for s in self._sums])
+            bad = ~torch.isfinite(sums)
+            if bool(bad.any()):
+                self._first = int(bad.nonzero()[0])
+        return self._first
+
+    @property
+    def nonfinite(self) -> bool:
+        return self._first_bad() is not None
+
+    def message(self) -> str | None:
+        i = self._first_bad()
+        if i is None:
+            return None
+        t = float(torch.as_tensor(self._times[i]).detach().reshape(-1)[0])
+        return f"{self.where}: the score returned NaN/inf (first at t = {t:.6g}, evaluation {i + 1})"
+
+    def report(self, result: torch.Tensor | None = None, stacklevel: int = 3) -> None:
+        """One warning if the score was ever non-finite or ``result`` holds NaN/inf."""
+        msg = self.message()
+        n_bad = 0
+        if result is not None and result.numel():
+            n_bad = int((~torch.isfinite(result.detach().reshape(result.shape[0], -1))).any(1).sum())
+        if msg is None and n_bad == 0:
+            return
+        if msg is None:
+            half = result.dtype in (torch.float16, torch.bfloat16)
+            hint = " (overflow in half precision? use float32)" if half else ""
+            msg = f"{self.where}: the result holds NaN/inf though the score stayed finite{hint}"
+        if result is not None:
+            msg += f"; {n_bad} of {result.shape[0]} samples of the result are not finite"
+        warnings.warn(msg, NonFiniteScoreWarning, stacklevel=stacklevel)
+
+
 def flat_dim(x: torch.Tensor) -> int:
     """Number of non-batch entries D of ``x`` of shape ``[B, ...]``."""
     return int(math.prod(x.shape[1:]))
@@ -83,14 +170,25 @@ def randn_like(x: torch.Tensor, generator: Generator = None) -> torch.Tensor:
 
     ``generator`` may be ``None`` (torch's global RNG), one ``torch.Generator``, or a sequence of
     ``B`` generators, one per sample, so that a sample's noise does not depend on the batch around
-    it (per-sample seeds).
+    it (per-sample seeds). The noise is drawn on each generator's own device and moved to ``x``'s,
+    so a CPU generator seeds CUDA data (the numbers are those the generator gives on its device).
     """
-    if generator is None or isinstance(generator, torch.Generator):
-        return torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+    if generator is None:
+        return torch.randn(x.shape, dtype=x.dtype, device=x.device)
+    if isinstance(generator, torch.Generator):
+        return _draw(x.shape, generator, x)
     gens = list(generator)
     if len(gens) != x.shape[0]:
         raise ValueError(f"got {len(gens)} per-sample generators for a batch of {x.shape[0]}")
-    return torch.cat([torch.randn((1, *x.shape[1:]), generator=g, dtype=x.dtype, device=x.device) for g in gens])
+    return torch.cat([_draw((1, *x.shape[1:]), g, x) for g in gens])
+
+
+def _draw(shape, g: torch.Generator, x: torch.Tensor) -> torch.Tensor:
+    """Normal draws of ``shape`` from ``g`` on ``g``'s device, in x's dtype, moved to x's device."""
+    if not isinstance(g, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator (or a sequence of them); got {type(g).__name__}")
+    out = torch.randn(shape, generator=g, dtype=x.dtype, device=g.device)
+    return out if out.device == x.device else out.to(x.device)
 
 
 def randn(shape: Sequence[int], generator: Generator = None, dtype=None, device=None) -> torch.Tensor:

@@ -185,8 +185,17 @@ class LinearSDE(ABC):
 
     # ---- validation helpers used by samplers ---------------------------------------------------
     def check_eps(self, eps: float) -> None:
-        if not (0.0 < float(eps) < self.T):
+        """``ValueError`` unless 0 < eps < T and sigma(eps) > 0 in float32 (the end time must carry noise:
+        the score and the log-SNR are singular where sigma = 0)."""
+        try:
+            e = float(eps) if not isinstance(eps, (bool, str, bytes)) else math.nan
+        except (TypeError, ValueError, RuntimeError):  # not a number (or a tensor of several)
+            e = math.nan
+        if not 0.0 < e < self.T:
             raise ValueError(f"eps must lie in (0, T) = (0, {self.T}); got eps = {eps!r}")
+        s = self.sigma(torch.tensor(e, dtype=torch.float32))
+        if not bool(s > 0):
+            raise ValueError(f"eps = {eps!r} is too small: sigma(eps) underflows to 0 in float32")
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(N={self.N})"

@@ -34,6 +34,12 @@ class VESDE(LinearSDE):
             raise ValueError(f"sigma_min must be < sigma_max; got sigma_min = {sigma_min!r}, sigma_max = {sigma_max!r}")
         if not isinstance(N, int) or N < 2:
             raise ValueError(f"N must be an integer >= 2; got N = {N!r}")
+        log_g2 = 2 * math.log(sigma_max) + math.log(2 * math.log(sigma_max / sigma_min))  # ln g(T)^2
+        if log_g2 >= math.log(torch.finfo(torch.float32).max):
+            raise ValueError(
+                f"sigma_max = {sigma_max!r} is too large: g(T)^2 = 2 sigma_max^2 ln(sigma_max / sigma_min) "
+                f"= e^{log_g2:.1f} overflows float32"
+            )
         self.sigma_min, self.sigma_max, self.N = float(sigma_min), float(sigma_max), N
         self.prior_std = self.sigma_max
         self._log_ratio = math.log(self.sigma_max / self.sigma_min)

@@ -10,6 +10,7 @@ sub-VP (eq. 12): same drift, g^2 = beta(t)(1 - exp(-2B)), kernel std sigma = 1 -
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 
@@ -52,6 +53,13 @@ class VPSDE(LinearSDE):
             raise ValueError(f"N must be an integer >= 2; got N = {N!r}")
         if schedule not in ("linear", "cosine"):
             raise ValueError(f"schedule must be 'linear' or 'cosine'; got schedule = {schedule!r}")
+        if schedule == "linear" and beta_max / N >= 1:
+            raise ValueError(
+                f"beta_max / N must be < 1 (the DDPM chain's betas beta_i ~ beta(t)/N lie in (0, 1)); got beta_max = "
+                f"{beta_max!r}, N = {N}, beta_max / N = {beta_max / N:g}"
+            )
+        if isinstance(cosine_s, bool) or not isinstance(cosine_s, numbers.Real) or not 0 <= cosine_s < 1:
+            raise ValueError(f"cosine_s must be a number in [0, 1); got cosine_s = {cosine_s!r}")
         self.beta_0, self.beta_1, self.N, self.schedule = float(beta_min), float(beta_max), N, schedule
         self.cosine_s = float(cosine_s)
         if schedule == "cosine":
@@ -140,7 +148,9 @@ class DiscreteVPSDE(VPSDE):
     """
 
     def __init__(self, betas):
-        betas = torch.as_tensor(betas, dtype=torch.float64).flatten()
+        betas = torch.as_tensor(betas, dtype=torch.float64)
+        if betas.ndim != 1:
+            raise ValueError(f"betas must be a 1-D sequence [N]; got shape {tuple(betas.shape)}")
         if betas.numel() < 2:
             raise ValueError(f"betas must hold at least 2 values; got {betas.numel()}")
         bad = ~((betas > 0) & (betas < 1))

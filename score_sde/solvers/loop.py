@@ -9,7 +9,7 @@ import torch
 
 from ..score import convert
 from ..sde.base import LinearSDE
-from ..utils import Generator
+from ..utils import Generator, ScoreGuard
 from .base import Context, CountingScore, Stepper
 
 
@@ -48,11 +48,14 @@ def integrate(
         denoise: return the last step's noise-free mean (no extra NFE; Song et al. 2021's final
             denoising); with ``False`` the last step draws its noise like every other.
     Returns:
-        :class:`SampleResult`.
+        :class:`SampleResult`. A score that returns NaN/inf, or a result that is not finite, gives one
+        :class:`~score_sde.utils.NonFiniteScoreWarning` naming the first such time (``info['nonfinite']``
+        is then True); turn it into an error with ``warnings.simplefilter("error", NonFiniteScoreWarning)``.
     """
     if grid.ndim != 1 or grid.numel() < 2:
         raise ValueError(f"grid must be a 1-D tensor of at least 2 times; got shape {tuple(grid.shape)}")
-    score = CountingScore(score_fn, cond)
+    guard = ScoreGuard(score_fn, f"sampler {stepper.name!r}")
+    score = CountingScore(guard, cond)
     ctx = Context(sde=sde, score=score, generator=generator, grid=grid)
     # The hot path below allocates nothing per step beyond the stepper's own arithmetic: the grid
     # times are unbound once, and their [B] versions in the data dtype are built once.
@@ -85,6 +88,8 @@ def integrate(
             bar.set_postfix(nfe=score.nfe, refresh=False)
     res.x = mean if denoise else x
     res.nfe = score.nfe
+    guard.report(res.x, stacklevel=4)
+    res.info["nonfinite"] = guard.nonfinite
     return res
 
 

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..sde.base import LinearSDE
+from ..utils import ScoreGuard, check_ode_dtype, check_tolerance
 from .api import register_sampler
 from .grids import make_grid
 from .loop import SampleResult
@@ -44,6 +45,16 @@ FIXED_METHODS = ("euler", "midpoint", "heun2", "heun3", "rk4", "explicit_adams",
 
 class NFEBudgetExceeded(RuntimeError):
     """Raised when an ODE solve needs more function evaluations than its ``max_nfe`` budget."""
+
+
+class ODESolveError(RuntimeError):
+    """torchdiffeq gave up (its step size underflowed or it ran out of steps); the message says why:
+    a right-hand side (score) that returned NaN/inf, or tolerances the dtype can not meet."""
+
+
+def _nonfinite(y) -> bool:
+    ys = y if isinstance(y, tuple) else (y,)
+    return any(torch.is_tensor(v) and not bool(torch.isfinite(v.detach()).all()) for v in ys)
 
 
 def probability_flow_drift(sde: LinearSDE, score_fn: Callable) -> Callable:
@@ -124,9 +135,14 @@ def odeint_clamped(
         on_call: called as ``on_call(t)`` before each evaluation (progress bars).
     Returns:
         :class:`ODESolution` with ``y`` at ``times[-1]``, ``ys`` at all ``times`` and ``nfe``.
+    Raises:
+        ValueError for rtol/atol that are not finite numbers > 0; :class:`ODESolveError` instead of
+        torchdiffeq's bare ``AssertionError`` (step-size underflow, too many steps), naming the first time
+        the right-hand side returned NaN/inf when it did.
     """
     import torchdiffeq
 
+    rtol, atol = check_tolerance("rtol", rtol), check_tolerance("atol", atol)
     options = dict(options or {})
     times = torch.as_tensor(times)
     _check_method(method, options, times)
@@ -137,6 +153,7 @@ def odeint_clamped(
     if max_nfe is not None and (not isinstance(max_nfe, int) or max_nfe < 1):
         raise ValueError(f"max_nfe must be an integer >= 1; got max_nfe = {max_nfe!r}")
     count = [0]
+    first_bad: list = []  # the first time the right-hand side was not finite (torchdiffeq syncs every step anyway)
 
     def wrapped(t, y):
         if max_nfe is not None and count[0] >= max_nfe:
@@ -148,9 +165,22 @@ def odeint_clamped(
         tc = t.clamp(lo, hi)
         if on_call is not None:
             on_call(tc)
-        return func(tc, y)
+        out = func(tc, y)
+        if not first_bad and _nonfinite(out):
+            first_bad.append(float(tc))
+        return out
 
-    ys = torchdiffeq.odeint(wrapped, y0, times, rtol=rtol, atol=atol, method=method, options=options)
+    try:
+        ys = torchdiffeq.odeint(wrapped, y0, times, rtol=rtol, atol=atol, method=method, options=options)
+    except AssertionError as e:
+        if first_bad:
+            why = f"the right-hand side (the score) returned NaN/inf, first at t = {first_bad[0]:.6g}"
+        else:
+            dt = (y0[0] if isinstance(y0, tuple) else y0).dtype
+            why = f"the tolerances rtol = {rtol:g}, atol = {atol:g} may be too tight for {dt}"
+        raise ODESolveError(
+            f"the ODE solve ({method}) failed after {count[0]} evaluations: {why} (torchdiffeq: {e})"
+        ) from None
     y1 = tuple(v[-1] for v in ys) if isinstance(ys, tuple) else ys[-1]
     return ODESolution(y=y1, nfe=count[0], ys=ys, times=times)
 
@@ -188,6 +218,7 @@ def odeint_pf(
     Returns:
         :class:`ODESolution`: ``y`` [B, ...] at t1, ``ys`` [len(times), B, ...], ``nfe``.
     """
+    check_ode_dtype(x, "x")
     lo, hi = min(float(t0), float(t1)), max(float(t0), float(t1))
     if times is None:
         times = torch.tensor([float(t0), float(t1)], dtype=torch.float64)
@@ -262,6 +293,9 @@ def ode_sample(
     probability-flow predictor); ``generator`` is unused (x_T is drawn by ``ss.sample``).
     """
     budget = max_nfe if max_nfe is not None else nfe
+    rtol, atol = check_tolerance("rtol", rtol), check_tolerance("atol", atol)
+    check_ode_dtype(x_T, "x_T")
+    guard = score_fn = ScoreGuard(score_fn, f"sampler 'ode' ({method})")
     if grid is not None or steps is not None:
         times = make_grid(sde, grid if grid is not None else "uniform", steps if steps is not None else 1, eps)
     elif method in FIXED_METHODS:
@@ -304,7 +338,9 @@ def ode_sample(
     finally:
         if bar is not None:
             bar.close()
-    res = SampleResult(x=sol.y, nfe=sol.nfe, grid=times.to(torch.float64), info=dict(sol.info, method=method))
+    guard.report(sol.y, stacklevel=4)
+    info = dict(sol.info, method=method, nonfinite=guard.nonfinite)
+    res = SampleResult(x=sol.y, nfe=sol.nfe, grid=times.to(torch.float64), info=info)
     if record or callback is not None:
         for i in range(1, sol.ys.shape[0]):
             if record:
@@ -327,6 +363,7 @@ __all__ = [
     "odeint_pf",
     "ode_sample",
     "NFEBudgetExceeded",
+    "ODESolveError",
     "ADAPTIVE_METHODS",
     "FIXED_METHODS",
 ]

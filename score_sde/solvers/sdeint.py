@@ -30,6 +30,7 @@ from collections.abc import Callable
 import torch
 
 from ..sde.base import LinearSDE
+from ..utils import ScoreGuard
 from .api import register_sampler
 from .base import CountingScore
 from .loop import SampleResult
@@ -169,7 +170,9 @@ def sde_sample(
             bar.update(1)
             return inner(*args)
 
-    score = CountingScore(score_fn, cond)
+    guard = ScoreGuard(score_fn, f"sampler 'sde' ({method})")
+    score_fn = guard
+    score = CountingScore(guard, cond)
     if generator is None or isinstance(generator, torch.Generator):
         x = _solve(sde, score, x_T, eps, steps, method, denoise, _seed_from(generator), levy)
     else:
@@ -185,7 +188,8 @@ def sde_sample(
         x = torch.cat(parts)
     if bar is not None:
         bar.close()
-    return SampleResult(x=x, nfe=score.nfe, info={"method": method, "steps": steps})
+    guard.report(x, stacklevel=4)
+    return SampleResult(x=x, nfe=score.nfe, info={"method": method, "steps": steps, "nonfinite": guard.nonfinite})
 
 
 register_sampler(

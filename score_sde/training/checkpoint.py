@@ -5,8 +5,13 @@ dicts): model and EMA weights, optimiser state, step, the RNG states (torch, CUD
 ``random`` and named ``torch.Generator`` s), the resolved config and the data scaling.
 
 * Writing: ``torch.save`` into a temporary file in the same folder, ``flush`` + ``fsync``, then
-  ``os.replace`` onto the final name (atomic on POSIX), then ``fsync`` of the folder. A process
-  killed at any moment leaves either the previous checkpoint or the new one, never half a file.
+  ``os.replace`` onto the final name (atomic on POSIX), then ``fsync`` of the folder
+  (:func:`score_sde.training.workdir.atomic_write`). A process killed at any moment leaves either
+  the previous checkpoint or the new one, never half a file.
+* Checksums: the file is a zip archive whose every record carries a CRC-32; :func:`load_checkpoint`
+  verifies all of them before unpickling, so flipped bytes or a truncated file raise
+  :class:`CheckpointError` instead of loading damaged weights. :func:`latest_valid_checkpoint`
+  skips such a file with a warning and returns the newest one that verifies.
 * Reading: ``torch.load(..., weights_only=True)``: the restricted unpickler accepts tensors and
   plain containers only, so a crafted file whose unpickling would call a function
   (``__reduce__``) is refused with :class:`CheckpointError` before anything runs.
@@ -18,10 +23,13 @@ import os
 import pickle
 import random
 import re
-import tempfile
+import warnings
+import zipfile
 
 import numpy as np
 import torch
+
+from .workdir import atomic_write
 
 CKPT_RE = re.compile(r"^checkpoint_(\d+)\.pt$")
 
@@ -32,29 +40,25 @@ class CheckpointError(ValueError):
 
 def save_checkpoint(path: str | os.PathLike, state: dict) -> str:
     """Atomically write ``state`` to ``path`` (temp file in the same folder, fsync, os.replace)."""
+    return atomic_write(path, lambda f: torch.save(state, f))
+
+
+def verify_checksums(path: str | os.PathLike) -> None:
+    """Check the CRC-32 of every record of a zip-format checkpoint; :class:`CheckpointError` on a mismatch,
+    a truncated archive or damaged headers. Files that are not zip archives are left to the unpickler."""
     path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=folder)
+    with open(path, "rb") as f:
+        if f.read(4) != b"PK\x03\x04":
+            return
     try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    try:  # make the rename itself durable
-        dfd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:  # pragma: no cover - folders that can not be opened (some platforms)
-        pass
-    return path
+        with zipfile.ZipFile(path) as z:
+            bad = z.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as e:
+        raise CheckpointError(f"checkpoint {path!r} is damaged (truncated or corrupt archive: {e})") from None
+    if bad is not None:
+        raise CheckpointError(
+            f"checkpoint {path!r} is damaged: the checksum (CRC-32) of its record {bad!r} does not match"
+        )
 
 
 def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
@@ -66,6 +70,7 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint not found: {path!r}")
+    verify_checksums(path)
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
@@ -146,6 +151,36 @@ def latest_checkpoint(folder: str | os.PathLike) -> str | None:
     return found[-1][1] if found else None
 
 
+def latest_valid_checkpoint(
+    folder: str | os.PathLike, map_location="cpu", quarantine: bool = False
+) -> tuple[str, dict] | tuple[None, None]:
+    """(path, state) of the newest checkpoint in ``folder`` that loads and verifies; (None, None) when the
+    folder holds no checkpoint.
+
+    A damaged newer checkpoint is skipped with a warning; with ``quarantine`` (the workdir lock's holder) it
+    is renamed to ``<name>.corrupt`` so that it is neither listed nor pruned again. When checkpoints exist
+    but none loads, :class:`CheckpointError` names the newest one's problem (nothing is renamed).
+    """
+    bad: list[tuple[str, CheckpointError]] = []
+    for _, p in reversed(list_checkpoints(folder)):
+        try:
+            state = load_checkpoint(p, map_location=map_location)
+        except CheckpointError as e:
+            bad.append((p, e))
+            continue
+        for q, e in bad:
+            note = ""
+            if quarantine:
+                os.replace(q, q + ".corrupt")
+                note = f" (renamed to {os.path.basename(q)}.corrupt)"
+            warnings.warn(f"skipping checkpoint {q!r}{note}: {e}", RuntimeWarning, stacklevel=2)
+        return p, state
+    if bad:
+        n, where = len(bad), os.fspath(folder)
+        raise CheckpointError(f"none of the {n} checkpoint(s) in {where!r} loads; the newest: {bad[0][1]}")
+    return None, None
+
+
 def prune_checkpoints(folder: str | os.PathLike, keep: int) -> None:
     """Delete all but the ``keep`` newest checkpoints."""
     for _, p in list_checkpoints(folder)[:-keep] if keep > 0 else []:
@@ -161,5 +196,7 @@ __all__ = [
     "checkpoint_path",
     "list_checkpoints",
     "latest_checkpoint",
+    "latest_valid_checkpoint",
+    "verify_checksums",
     "prune_checkpoints",
 ]

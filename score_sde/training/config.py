@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 import types
 import typing
@@ -438,13 +439,25 @@ def _parse_scalar(raw: str):
     return v if isinstance(v, int | float | bool | list) and v is not None else raw
 
 
-def load_yaml(path: str | os.PathLike) -> dict:
-    """Read a YAML config file with ``yaml.safe_load`` and resolve its ``base:`` chain into one dict."""
+class ConfigYAMLError(ValueError, yaml.YAMLError):
+    """A config file that ``yaml.safe_load`` refuses (bad syntax, or a tag that would build a Python object)."""
+
+
+def load_yaml(path: str | os.PathLike, _chain: tuple[str, ...] = ()) -> dict:
+    """Read a YAML config file with ``yaml.safe_load`` and resolve its ``base:`` chain into one dict.
+
+    A ``base:`` chain that comes back to a file already in it raises ``ValueError`` listing the chain."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"config file not found: {path!r}")
-    with open(path) as f:
-        d = yaml.safe_load(f) or {}
+    real = os.path.realpath(path)
+    if real in _chain:
+        raise ValueError(f"config key 'base' makes a cycle: {' -> '.join([*_chain, real])}")
+    try:
+        with open(path) as f:
+            d = yaml.safe_load(f) or {}
+    except yaml.YAMLError as e:
+        raise ConfigYAMLError(f"config file {path!r} is not valid (safe) YAML: {e}") from None
     if not isinstance(d, dict):
         raise TypeError(f"config file {path!r} must hold a mapping of sections; got {type(d).__name__}")
     base = d.pop("base", None)
@@ -452,7 +465,7 @@ def load_yaml(path: str | os.PathLike) -> dict:
         return d
     if not isinstance(base, str):
         raise TypeError(f"config key 'base' in {path!r} must be a file name; got {base!r}")
-    parent = load_yaml(os.path.join(os.path.dirname(path), base))
+    parent = load_yaml(os.path.join(os.path.dirname(path), base), (*_chain, real))
     for section, values in d.items():
         if isinstance(values, dict) and isinstance(parent.get(section), dict):
             parent[section] = {**parent[section], **values}
@@ -470,9 +483,23 @@ def load_config(path: str | os.PathLike | None = None, overrides=None, validate_
 
 
 def save_config(cfg: Config, path: str | os.PathLike) -> None:
-    """Write the resolved config as YAML (``yaml.safe_dump``)."""
-    with open(path, "w") as f:
-        yaml.safe_dump(cfg.to_dict(), f, sort_keys=False)
+    """Write the resolved config as YAML (``yaml.safe_dump``), atomically (temp file + rename)."""
+    from .workdir import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+
+def missing_keys(d: dict) -> list[str]:
+    """The dotted keys of a full config that the nested dict ``d`` lacks (a resolved ``config.yaml``
+    written by :func:`save_config` holds every key; an empty or cut-off file does not)."""
+    full = default_config().to_dict()
+    if not isinstance(d, dict):
+        return [f"{s}.{k}" for s, v in full.items() for k in v]
+    out = []
+    for section, values in full.items():
+        have = d.get(section)
+        out += [f"{section}.{k}" for k in values if not isinstance(have, dict) or k not in have]
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -487,8 +514,8 @@ def _choice(key: str, value, choices) -> None:
 def _positive(key: str, value, strict: bool = True) -> None:
     if value is None:
         return
-    if (strict and not value > 0) or (not strict and not value >= 0):
-        raise ValueError(f"config key {key!r} must be {'> 0' if strict else '>= 0'}; got {value!r}")
+    if (strict and not value > 0) or (not strict and not value >= 0) or not math.isfinite(value):
+        raise ValueError(f"config key {key!r} must be finite and {'> 0' if strict else '>= 0'}; got {value!r}")
 
 
 def validate(cfg: Config, check_files: bool = True) -> Config:
@@ -506,6 +533,14 @@ def validate(cfg: Config, check_files: bool = True) -> Config:
     _positive("training.adam_eps", t.adam_eps)
     _positive("training.weight_decay", t.weight_decay, strict=False)
     _positive("training.eps", t.eps)
+    if math.isnan(t.grad_clip):
+        raise ValueError(f"config key 'training.grad_clip' must be a number (< 0: off); got {t.grad_clip!r}")
+    for k in ("rtol", "atol"):
+        _positive(f"sampling.{k}", getattr(cfg.sampling, k))
+        _positive(f"eval.{k}", getattr(cfg.eval, k))
+    _positive("sampling.snr", cfg.sampling.snr, strict=False)
+    _positive("sampling.eps", cfg.sampling.eps)
+    _positive("eval.eps", cfg.eval.eps)
     if not 0.0 <= t.cond_drop <= 1.0:
         raise ValueError(f"config key 'training.cond_drop' must lie in [0, 1]; got {t.cond_drop!r}")
     if t.cond_drop > 0 and not m.num_classes:
@@ -600,6 +635,7 @@ __all__ = [
     "load_yaml",
     "load_config",
     "save_config",
+    "missing_keys",
     "validate",
     "coerce",
 ]

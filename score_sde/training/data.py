@@ -381,8 +381,16 @@ def safe_unpickle(data: bytes, encoding: str = "bytes"):
     return RestrictedUnpickler(io.BytesIO(data), encoding=encoding).load()
 
 
+class UnsafePickleError(pickle.UnpicklingError, ValueError):
+    """A data file refused by :class:`RestrictedUnpickler` (or not a pickle at all); a ValueError too, so the
+    command line prints it as one ``score-sde: error:`` line."""
+
+
 def _cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    obj = safe_unpickle(path.read_bytes())
+    try:
+        obj = safe_unpickle(path.read_bytes())
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as e:
+        raise UnsafePickleError(f"could not load the CIFAR-10 batch {str(path)!r}: {e}") from None
     if not isinstance(obj, dict):
         raise ValueError(f"{str(path)!r} is not a CIFAR-10 python batch (expected a dict, got {type(obj).__name__})")
     get = {(k.decode("latin1") if isinstance(k, bytes) else k): v for k, v in obj.items()}
@@ -507,5 +515,6 @@ __all__ = [
     "TOY_DATASETS",
     "mixture_distribution",
     "RestrictedUnpickler",
+    "UnsafePickleError",
     "safe_unpickle",
 ]

@@ -18,12 +18,19 @@ process with accumulation N·a on the same global batch (up to the order of floa
 
 A workdir holds ``config.yaml``, ``checkpoints/checkpoint_<step>.pt`` (atomic), ``metrics.csv``,
 ``samples/`` (PNG grids) and, when the ``tensorboard`` package is installed, ``tensorboard/``.
+
+Reliability (:mod:`score_sde.training.workdir`, :mod:`score_sde.training.guards`): one process at a time
+holds a workdir (a lock naming its pid); every file is written atomically or appended line by line; the
+running loss window is part of the checkpoint, so a resumed run logs the same rows as an uninterrupted
+one; a damaged newest checkpoint is skipped for the newest one that verifies; a non-finite loss or
+parameter stops training with :class:`~score_sde.training.guards.TrainingDiverged` before any
+checkpoint of it is written; a resume whose config changes the model or the SDE is refused unless
+``allow_config_change=True`` (``--allow-config-change``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import csv
 import dataclasses
 import inspect
 import math
@@ -38,8 +45,9 @@ from ..guidance import drop_condition
 from ..score import ScoreModel
 from ..sde import VESDE, VPSDE, SubVPSDE
 from .checkpoint import (
+    CheckpointError,
     checkpoint_path,
-    latest_checkpoint,
+    latest_valid_checkpoint,
     load_checkpoint,
     prune_checkpoints,
     rng_state,
@@ -49,6 +57,8 @@ from .checkpoint import (
 from .config import SDE_KINDS, Config, ModelConfig, config_from_plain, save_config, validate
 from .distributed import DistContext, all_reduce_mean, barrier, wrap_ddp
 from .ema import ExponentialMovingAverage, default_ema_rate
+from .guards import DivergenceGuard, check_batch_fits, check_resume_config, load_weights
+from .workdir import LauncherWatch, MetricsLog, WorkdirLock, atomic_path, remove_stale_temps, under_torchrun
 
 METRIC_FIELDS = ("step", "time_s", "loss", "lr", "grad_norm", "steps_per_s", "eval_nll", "eval_bpd")
 IMAGE_NETS = ("unet", "ddpmpp", "ncsnpp")
@@ -150,9 +160,22 @@ def build_loss(cfg: Config) -> Callable:
 
 
 def resolve_device(name: str) -> torch.device:
+    """``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda`` or ``cuda:i``; ValueError for anything else
+    and for a CUDA device this build or machine does not have."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    if not isinstance(name, str) or not (name == "cpu" or name == "cuda" or name.startswith("cuda:")):
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:<i>'; got device = {name!r}")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:<i>'; got device = {name!r}") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device = {name!r} but CUDA is not available (this torch build or machine has no GPU)")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"device = {name!r} but this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return dev
 
 
 def scaling_to_plain(scaling) -> dict | None:
@@ -339,16 +362,13 @@ def save_samples(x: torch.Tensor, path: str, centered: bool = True, title: str |
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     x = x.detach().float().cpu()
     if x.ndim == 4:
         img = ((x + 1) / 2 if centered else x).clamp(0, 1)
         grid = image_grid(img)
         if grid.shape[-1] == 1:
-            plt.imsave(path, grid[..., 0].numpy(), cmap="gray", vmin=0, vmax=1)
-        else:
-            plt.imsave(path, grid.numpy())
-        return path
+            return atomic_path(path, lambda p: plt.imsave(p, grid[..., 0].numpy(), cmap="gray", vmin=0, vmax=1))
+        return atomic_path(path, lambda p: plt.imsave(p, grid.numpy()))
     flat = x.reshape(x.shape[0], -1)
     fig, ax = plt.subplots(figsize=(4, 4))
     if flat.shape[1] >= 2:
@@ -358,8 +378,10 @@ def save_samples(x: torch.Tensor, path: str, centered: bool = True, title: str |
     if title:
         ax.set_title(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    try:
+        atomic_path(path, lambda p: fig.savefig(p, dpi=100))
+    finally:
+        plt.close(fig)
     return path
 
 
@@ -390,7 +412,13 @@ class Trainer:
         dist: the process's place in a torchrun job (default: a single process).
         callbacks: ``fn(trainer, step, metrics)`` called after every optimiser step (``metrics``
             holds ``loss`` of that step, a float).
-        resume: load the newest checkpoint of ``workdir`` when there is one.
+        resume: load the newest valid checkpoint of ``workdir`` when there is one.
+        allow_config_change: resume even when the config's ``model`` or ``sde`` section differs from the
+            checkpoint's (a warning and a line in ``<workdir>/events.log`` record it); refused otherwise.
+
+    With a ``workdir``, rank 0 holds the workdir lock from construction until :meth:`fit` returns (or
+    :meth:`close`); a second trainer on the same workdir raises
+    :class:`~score_sde.training.workdir.WorkdirLocked` naming the holder's pid.
     """
 
     def __init__(
@@ -401,6 +429,7 @@ class Trainer:
         dist: DistContext | None = None,
         callbacks: tuple[Callable, ...] | list[Callable] = (),
         resume: bool = True,
+        allow_config_change: bool = False,
     ):
         validate(config, check_files=True)
         self.cfg = config
@@ -419,6 +448,7 @@ class Trainer:
                 f"{self.dist.world_size} ranks x {t.accum_steps} accumulation steps"
             )
         self.micro = t.batch_size // self.n_shards
+        self.allow_config_change = allow_config_change
 
         d = config.data
         self.train_set = load_split(config, "train", dtype=self.dtype)
@@ -435,6 +465,7 @@ class Trainer:
             self.labels = torch.as_tensor(self.train_set.labels).to(self.device)
         self.shape = tuple(self.data.shape[1:])
         self.is_image = len(self.shape) == 3
+        check_batch_fits(config, self.shape, self.micro, self.device, self.dtype)
         self.sde = build_sde(config)
         torch.manual_seed(t.seed)  # same initial weights on every rank
         self.net = build_network(config.model, self.shape).to(self.device, self.dtype)  # float32 init draws
@@ -456,14 +487,37 @@ class Trainer:
         self._perm_epoch, self._perm = -1, None
         self._writer = None
         self._eval_cache: dict = {}
+        self._window = torch.zeros((), device=self.device, dtype=self.dtype)  # the running loss window
+        self._n_window = 0  # (steps since the last logged row): part of the checkpoint
+        self.guard = DivergenceGuard(self.device)
+        self._watch = LauncherWatch(enabled=self.dist.distributed and under_torchrun())
+        self._lock = None
         torch.manual_seed(_mix_seed(t.seed, self.dist.rank, 1))  # dropout etc. (saved in checkpoints)
-        if self.workdir is not None and resume:
-            self._resume()
+        if self.workdir is not None and self.dist.is_main:
+            self._take_workdir()
+        try:
+            if self.workdir is not None and resume:
+                self._resume()
+        except BaseException:
+            self.close()
+            raise
 
-    # -- paths ----------------------------------------------------------------------------------
+    # -- paths and the workdir lock -------------------------------------------------------------
     @property
     def ckpt_dir(self) -> str:
         return os.path.join(self.workdir, "checkpoints")
+
+    def _take_workdir(self) -> None:
+        """Take the workdir lock (rank 0) and delete the temp files a killed run left behind."""
+        if self._lock is None:
+            self._lock = WorkdirLock(self.workdir)
+        self._lock.acquire()
+        remove_stale_temps([self.workdir, self.ckpt_dir, os.path.join(self.workdir, "samples")])
+
+    def close(self) -> None:
+        """Release the workdir lock (also done when :meth:`fit` returns or raises)."""
+        if self._lock is not None:
+            self._lock.release()
 
     # -- data -----------------------------------------------------------------------------------
     def _epoch_perm(self, epoch: int) -> torch.Tensor:
@@ -540,6 +594,7 @@ class Trainer:
         self.optimizer.step()
         self.ema.update()
         self.step += 1
+        self.guard.observe(self.step, total)
         return total, grad_norm
 
     # -- checkpoints ----------------------------------------------------------------------------
@@ -556,10 +611,15 @@ class Trainer:
             "data_scaling": scaling_to_plain(self.train_set.scaling),
             "data_shape": list(self.shape),
             "world_size": self.dist.world_size,
+            "log_window": {"sum": self._window.detach().clone(), "n": self._n_window},
         }
 
     def save(self) -> str | None:
-        """Write ``checkpoints/checkpoint_<step>.pt`` atomically (rank 0) and prune old ones."""
+        """Write ``checkpoints/checkpoint_<step>.pt`` atomically (rank 0) and prune old ones.
+
+        Raises :class:`~score_sde.training.guards.TrainingDiverged` (writing nothing) when a loss since the
+        last check or a parameter is not finite."""
+        self.guard.check(self.step, self.params, where="before writing a checkpoint", workdir=self.workdir)
         path = None
         if self.workdir is not None and self.dist.is_main:
             path = save_checkpoint(checkpoint_path(self.ckpt_dir, self.step), self.state_dict())
@@ -568,38 +628,44 @@ class Trainer:
         return path
 
     def load_state_dict(self, state: dict) -> None:
-        self.net.load_state_dict(state["model"])
+        load_weights(self.net, state["model"], what="model")
         self.ema.load_state_dict(state["ema"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.step = int(state["step"])
+        win = state.get("log_window")
+        if win is not None:
+            self._window = win["sum"].to(self._window)
+            self._n_window = int(win["n"])
         if state.get("world_size", 1) == self.dist.world_size:
             set_rng_state(state["rng"])
 
     def _resume(self) -> None:
-        path = latest_checkpoint(self.ckpt_dir)
+        path, state = latest_valid_checkpoint(self.ckpt_dir, map_location=self.device, quarantine=self.dist.is_main)
         if path is None:
             return
-        self.load_state_dict(load_checkpoint(path, map_location=self.device))
+        check_resume_config(
+            state.get("config"), self.cfg, path, allow=self.allow_config_change,
+            log_dir=self.workdir if self.dist.is_main else None,
+        )  # fmt: skip
+        if "data_shape" in state and tuple(state["data_shape"]) != self.shape:
+            raise ValueError(
+                f"checkpoint {path!r} was trained on data of shape {tuple(state['data_shape'])}; the config's data "
+                f"set has shape {self.shape}"
+            )
+        self.load_state_dict(state)
 
     # -- logging --------------------------------------------------------------------------------
     def _metrics_path(self) -> str:
         return os.path.join(self.workdir, "metrics.csv")
 
     def _open_logs(self) -> None:
-        """Create metrics.csv (or drop rows newer than the resumed step) and TensorBoard."""
+        """Write config.yaml (atomically), keep the metrics rows up to the resumed step, open TensorBoard."""
         if self.workdir is None or not self.dist.is_main:
             return
-        os.makedirs(self.workdir, exist_ok=True)
+        self._take_workdir()  # held since construction unless fit() ran before
         save_config(self.cfg, os.path.join(self.workdir, "config.yaml"))
-        path = self._metrics_path()
-        rows = []
-        if os.path.exists(path):
-            with open(path, newline="") as f:
-                rows = [r for r in csv.DictReader(f) if r.get("step") and int(r["step"]) <= self.step]
-        with open(path, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=METRIC_FIELDS)
-            w.writeheader()
-            w.writerows({k: r.get(k, "") for k in METRIC_FIELDS} for r in rows)
+        self._metrics = MetricsLog(self._metrics_path(), METRIC_FIELDS)
+        self._metrics.open(keep_through=self.step)
         try:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -610,8 +676,7 @@ class Trainer:
     def _log(self, row: dict) -> None:
         if self.workdir is None or not self.dist.is_main:
             return
-        with open(self._metrics_path(), "a", newline="") as f:
-            csv.DictWriter(f, fieldnames=METRIC_FIELDS).writerow({k: row.get(k, "") for k in METRIC_FIELDS})
+        self._metrics.append(row)
         if self._writer is not None:
             for k, v in row.items():
                 if k != "step" and v != "" and v is not None:
@@ -666,7 +731,20 @@ class Trainer:
 
     # -- the loop -------------------------------------------------------------------------------
     def fit(self, n_iters: int | None = None) -> dict:
-        """Train until ``step == n_iters`` (default ``training.n_iters``); returns a summary dict."""
+        """Train until ``step == n_iters`` (default ``training.n_iters``); returns a summary dict.
+
+        Raises :class:`~score_sde.training.guards.TrainingDiverged` when the loss or the parameters stop being
+        finite (the checkpoints written before stay; none is written after). Releases the workdir lock on return.
+        """
+        try:
+            return self._fit(n_iters)
+        finally:
+            if self._writer is not None:
+                self._writer.close()
+                self._writer = None
+            self.close()
+
+    def _fit(self, n_iters: int | None) -> dict:
         t = self.cfg.training
         n_iters = t.n_iters if n_iters is None else n_iters
         self._open_logs()
@@ -681,19 +759,20 @@ class Trainer:
         )
         self.net.train()
         t0, step0 = time.perf_counter(), self.step
-        window, n_window = torch.zeros((), device=self.device, dtype=self.dtype), 0
         last = {}
         while self.step < n_iters:
+            self._watch.check()
             loss, grad_norm = self.train_step()
-            window += loss
-            n_window += 1
+            self._window += loss
+            self._n_window += 1
             step = self.step
             if self.callbacks:
                 for cb in self.callbacks:
                     cb(self, step, {"loss": float(loss)})
             row = {}
             if step % t.log_every == 0 or step == n_iters:
-                mean_loss = all_reduce_mean(window / n_window, self.dist)
+                mean_loss = all_reduce_mean(self._window / self._n_window, self.dist)
+                self.guard.check(step, None, where="at a logged step", loss=mean_loss, workdir=self.workdir)
                 dt = time.perf_counter() - t0
                 row.update(
                     loss=float(mean_loss),
@@ -701,8 +780,8 @@ class Trainer:
                     grad_norm=float(grad_norm) if grad_norm is not None else "",
                     steps_per_s=(step - step0) / dt if dt > 0 else "",
                 )
-                window.zero_()
-                n_window = 0
+                self._window = torch.zeros_like(self._window)
+                self._n_window = 0
                 bar.set_postfix(loss=f"{row['loss']:.4g}")
             if t.eval_every and (step % t.eval_every == 0 or step == n_iters):
                 row.update(self.evaluate())
@@ -716,8 +795,6 @@ class Trainer:
                 self.save()
             bar.update(1)
         bar.close()
-        if self._writer is not None:
-            self._writer.close()
         wall = time.perf_counter() - t0
         return {
             "step": self.step,
@@ -738,16 +815,26 @@ def load_workdir(workdir: str | os.PathLike, *, device: str = "auto", ema: bool 
     """
     workdir = os.fspath(workdir)
     folder = os.path.join(workdir, "checkpoints")
-    path = checkpoint_path(folder, step) if step is not None else latest_checkpoint(folder)
-    if path is None:
-        raise FileNotFoundError(f"no checkpoint in {folder!r}; train first (score-sde train --workdir ...)")
     dev = resolve_device(device)
-    state = load_checkpoint(path, map_location=dev)
-    cfg = config_from_plain(state["config"])
+    if step is not None:
+        path = checkpoint_path(folder, step)
+        state = load_checkpoint(path, map_location=dev)
+    else:  # the newest checkpoint that verifies (a damaged newer one is skipped with a warning)
+        path, state = latest_valid_checkpoint(folder, map_location=dev)
+    if path is None:
+        raise FileNotFoundError(f"no checkpoint in {folder!r} that loads; train first (score-sde train --workdir ...)")
+    try:
+        cfg = config_from_plain(state["config"])
+        shape = tuple(int(s) for s in state["data_shape"])
+    except (KeyError, TypeError) as e:
+        raise CheckpointError(f"checkpoint {path!r} lacks its config or data shape ({e})") from None
     sde = build_sde(cfg)
-    shape = tuple(int(s) for s in state["data_shape"])
     net = build_network(cfg.model, shape)
-    net.load_state_dict(state["model"])
+    load_weights(net, state["model"], what=f"model of {path!r}")
+    floats = {k: v for k, v in state["model"].items() if torch.is_tensor(v) and v.is_floating_point()}
+    bad = [k for k, v in floats.items() if not bool(torch.isfinite(v).all())]
+    if bad:
+        raise CheckpointError(f"checkpoint {path!r} holds non-finite weights ({', '.join(bad[:3])}); training diverged")
     net = net.to(dev, getattr(torch, cfg.training.dtype))
     if ema:
         e = ExponentialMovingAverage(net, state["ema"]["decay"])
