@@ -301,3 +301,28 @@ def test_denoiser_model_samples_the_gaussian():
     res = ss.sample(model.sde, model, shape=(4000, 2), sampler="heun", steps=30, generator=g, dtype=torch.float64)
     assert abs(res.x.mean().item() - MU) < 0.02
     assert abs(res.x.var().item() - S2) < 0.02
+
+
+def test_pretrained_spec_and_command_line(diffusers, tmp_path):
+    """``load_pretrained("diffusers:DIR")`` and ``score-sde sample --pretrained diffusers:DIR`` load the folder;
+    the samples on [0, 1] do not depend on --batch-size (one generator per sample)."""
+    import numpy as np
+
+    from score_sde import cli
+    from score_sde.pretrained import load_pretrained
+
+    sched = diffusers.DDIMScheduler(num_train_timesteps=50)
+    diffusers.DDIMPipeline(tiny_unet(diffusers), sched).save_pretrained(tmp_path / "pipe")
+    model = load_pretrained(f"diffusers:{tmp_path / 'pipe'}")
+    assert model.sampling["sampler"] == "ddim" and model.data_shape == (3, 8, 8)
+    with pytest.raises(ValueError, match="config"):
+        load_pretrained(f"diffusers:{tmp_path / 'pipe'}", config="x.yaml")
+    outs = []
+    for bs in ("3", "1"):
+        out = tmp_path / f"s{bs}.npz"
+        argv = ["sample", "--pretrained", f"diffusers:{tmp_path / 'pipe'}", "--num", "3", "--steps", "4",
+                "--batch-size", bs, "--out", str(out), "--device", "cpu"]  # fmt: skip
+        assert cli.main(argv) == 0
+        outs.append(np.load(out)["samples"])
+    assert outs[0].shape == (3, 3, 8, 8) and np.isfinite(outs[0]).all()
+    np.testing.assert_allclose(outs[0], outs[1], atol=1e-5)

@@ -35,7 +35,10 @@ def _official(path: str, config=None, device="cpu", **kwargs):
 
 
 # source prefix -> loader(path, config=None, device=..., **kwargs) -> ScoreModel
-def _diffusers(path: str, config=None, device="cpu", **kwargs):
+def _diffusers(path: str, config=None, device="cpu", ema=True, **kwargs):
+    if not ema:
+        raise ValueError("a diffusers folder holds one set of weights (its EMA weights, as published); ema=False "
+                         "(--no-ema) does not apply")  # fmt: skip
     if config is not None:
         raise ValueError(f"a diffusers folder carries its own configs; got config={config!r} (leave --config out)")
     return load_diffusers(path, device=device, **kwargs)

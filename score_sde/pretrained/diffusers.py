@@ -127,6 +127,9 @@ def load_diffusers(
     else:
         model = _ddpm_or_ddim(kind, unet, scheduler, n)
     model.source = {"pipeline": kind, "folder": None if folder is None else str(folder)}
+    size = unet.config.sample_size
+    size = (size, size) if isinstance(size, int) else tuple(size)
+    model.data_shape = (unet.config.in_channels, *size)  # [C, H, W] of one sample
     return model
 
 
