@@ -530,18 +530,15 @@ def log_likelihood(
         state_dtype: dtype of the ODE state (x, Delta) and of the solver's arithmetic (default float64,
             as the official code's numpy state; never lower than x's dtype; None: x's dtype). The score
             still sees x in x's (or ``dtype``'s) dtype. A float32 state leaves ~1e-6 nats/dim of
-            round-off in Delta whatever the tolerance, and its noisy error estimates cost extra steps
-            (benchmarks/likelihood_vs_official.py: MLP score, rtol 1e-5: 26 NFE and 1.4e-6 nats/dim
-            in float32 vs 20 NFE and 1.5e-7 in float64).
+            round-off in Delta whatever the tolerance, and its noisy error estimates cost extra steps.
         scheme: how Delta is computed. ``"augmented"`` (default): the ODE for (x, Delta) is solved jointly, the
             divergence at every stage of every step. ``"quadrature"`` (adaptive methods only): the PF-ODE for x
             alone (forward passes only), then Delta by adaptive Clenshaw–Curtis quadrature at nodes on that path
             (:mod:`score_sde.quadrature`), the divergence only at the nodes, batched; its error estimate is held
             to ``atol + rtol * \\int |1/2 g^2 div s| dt`` per sample (``info['delta_error']``). It pays where
-            the divergence dominates the cost: measured (benchmarks/likelihood_vs_official.py, 1 CPU thread)
-            at equal accuracy 2.7x faster than the official loop with the exact divergence of an MLP score
-            (augmented: 2.1x), 5.0x on a 32-D mixture (augmented: 2.45x) and 2.0x there with one Hutchinson
-            probe (augmented: 0.90x); at equal tolerance it is slower, being far more accurate. x at the
+            the divergence dominates the cost and a loose tolerance suffices (it is far more accurate than
+            "augmented" at equal tolerance, and slower there); measured speeds against the official recipe are
+            in benchmarks/results/likelihood_vs_official.txt (benchmarks/likelihood_vs_official.py). x at the
             nodes is the interpolant of a path solved 10x tighter than rtol, atol; where the score varies
             sharply in x (uniform data near its box's faces) Delta is still less accurate than "augmented"
             (2.5e-4 bits/dim at rtol = atol = 1e-5 against 4e-5).
