@@ -130,14 +130,10 @@ def _stored_config(workdir: str):
     return config_from_plain(state["config"])
 
 
-def _flat(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
+def _flat(d: dict) -> dict:
+    from .training.guards import flat_keys
+
+    return flat_keys(d)
 
 
 def _run_train(args) -> int:

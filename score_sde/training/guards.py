@@ -64,11 +64,12 @@ class DivergenceGuard:
 RESUME_SECTIONS = ("model", "sde")
 
 
-def _flat(d: dict, prefix: str = "") -> dict:
+def flat_keys(d: dict, prefix: str = "") -> dict:
+    """A nested dict as one level with dotted keys: {'a': {'b': 1}} -> {'a.b': 1}."""
     out = {}
     for k, v in d.items():
         if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
+            out.update(flat_keys(v, f"{prefix}{k}."))
         else:
             out[f"{prefix}{k}"] = v
     return out
@@ -83,8 +84,8 @@ def check_resume_config(stored: dict | None, cfg, path: str, *, allow: bool, log
     if not isinstance(stored, dict):
         return []
     new = cfg.to_dict()
-    a = _flat({s: stored.get(s, {}) for s in RESUME_SECTIONS})
-    b = _flat({s: new[s] for s in RESUME_SECTIONS})
+    a = flat_keys({s: stored.get(s, {}) for s in RESUME_SECTIONS})
+    b = flat_keys({s: new[s] for s in RESUME_SECTIONS})
     changes = [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
     if not changes:
         return []
