@@ -19,7 +19,7 @@ from torch import nn
 from ..score import ScoreModel
 from ..sde.base import LinearSDE
 from ..sde.ve import VESDE
-from ..utils import as_time, bcast
+from ..utils import bcast
 
 # diffusers' names of the prediction types -> ours
 DIFFUSERS_PREDICTIONS = {"epsilon": "eps", "sample": "x0", "v_prediction": "v"}
@@ -57,9 +57,9 @@ class DenoiserModel(ScoreModel):
         super().__init__(denoiser, sde, prediction="x0", time_labels="continuous")
         self.cond_key = cond_key
 
-    def raw(self, x: torch.Tensor, t, cond=None) -> tuple[torch.Tensor, str]:
-        """D_t(x) = D(x / alpha(t), sigma~(t)) and the type ``"x0"``; x [B, ...], t [B] or a scalar."""
-        t = as_time(t, x)
+    def _raw(self, x: torch.Tensor, t: torch.Tensor, cond=None) -> tuple[torch.Tensor, str]:
+        """D_t(x) = D(x / alpha(t), sigma~(t)) and the type ``"x0"``; x [B, ...], t [B] (checked by
+        :meth:`ScoreModel.raw` / the score views before this is called)."""
         alpha = self.sde.alpha(t).to(x)
         sigma_tilde = self.sde.sigma_tilde(t).to(x)
         xt = x / bcast(alpha, x)
