@@ -132,7 +132,7 @@ MUTANTS: list[Mutant] = [
            "return (rows * probes_acc).reshape(k, B, -1).sum((0, 2)) / k",
            "return (rows * probes_acc).reshape(k, B, -1).sum((0, 2)) / max(k - 1, 1)", ("tests/test_likelihood.py",),
            "Hutchinson average over k - 1 probes"),
-    Mutant("cfg_sign", "score_sde/guidance.py", "guided = s_u + self.scale * (s_c - s_u)",
+    Mutant("cfg_sign", "score_sde/guidance/transforms.py", "guided = s_u + self.scale * (s_c - s_u)",
            "guided = s_u + self.scale * (s_u - s_c)", ("tests/test_guidance.py",), "classifier-free guidance sign"),
     Mutant("tweedie_sigma", F, "return (x + (sig * sig) * s) / a, s, tv", "return (x + sig * s) / a, s, tv",
            ("tests/test_fast_samplers.py",), "denoiser with sigma instead of sigma^2"),
