@@ -4,7 +4,7 @@
 
     score-sde train-classifier --data digits --workdir runs/digits_clf [--sde vp] [--steps 3000]
 
-The classifier is trained by :func:`score_sde.guidance.train_noisy_classifier` under the same noise
+The classifier is trained by :func:`score_sde.training.classifier.train_noisy_classifier` under the same noise
 process as the score model (x_t = alpha(t) x_0 + sigma(t) z, t ~ U(eps, T)). The workdir receives
 ``classifier.pt`` (weights, the network's arguments and the SDE) and ``accuracy_vs_noise.csv``
 (held-out accuracy against t and sigma(t), Song et al. 2021's Fig. 13 measurement). Load it back
@@ -20,7 +20,6 @@ import os
 
 import torch
 
-from .guidance import accuracy_vs_noise, train_noisy_classifier
 from .sde import VESDE, VPSDE, SubVPSDE
 
 SDE_KINDS = {"vp": VPSDE, "subvp": SubVPSDE, "ve": VESDE}
@@ -92,6 +91,7 @@ def _args(p: argparse.ArgumentParser) -> None:
 
 
 def _run(args) -> int:
+    from .training.classifier import accuracy_vs_noise, train_noisy_classifier
     from .training.data import get_dataset
 
     torch.manual_seed(args.seed)

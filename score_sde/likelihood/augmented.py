@@ -1,0 +1,106 @@
+"""The augmented scheme: (x, Delta) integrated jointly along the probability-flow ODE, eq. (D.2) of
+Song et al. (2021), the divergence at every stage of every step."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+
+from ..solvers.base import CountingScore
+from ..solvers.ode import ADAPTIVE_METHODS, odeint_clamped
+from ..utils import flat_dim
+from .divergence import _VJP, _depends_on_other_leaf, _divergence_exact, _divergence_hutchinson, _no_graph_divergence
+
+
+class _AugmentedPFODE:
+    """Right-hand side of the augmented system d(x, Delta)/dt = (f~(x, t), div f~(x, t)), eq. (D.2).
+
+    One score evaluation per call serves both the drift and the divergence (the official code calls the
+    network twice: once for the drift, once more inside the divergence's autograd graph). The drift is the
+    shared :meth:`LinearSDE.reverse_drift` applied once to the flat pair ([x, D], [s, div s]); without a
+    graph to keep it is formed outside autograd at a detached float64 time, so each call costs one forward
+    and the vector-Jacobian products of the divergence, little else."""
+
+    def __init__(self, sde, score, divergence, probes, chunk_size, create_graph, work_dtype, shape):
+        self.sde, self.score, self.work, self.shape = sde, score, work_dtype, shape
+        self.n = math.prod(shape)  # the flat state is [x.flatten(), Delta]: n + B entries
+        self.divergence, self.probes, self.chunk_size = divergence, probes, chunk_size
+        self.probes_work = None if probes is None else probes.to(work_dtype)
+        self.create_graph = create_graph  # None: decided at the first call
+        self.vjp = _VJP()
+
+    def __call__(self, t, y):
+        xs = y[: self.n].view(self.shape)  # in the state dtype; the score sees x in the work dtype
+        x = xs.to(self.work)
+        B, D = x.shape[0], flat_dim(x)
+        # odeint_clamped keeps t inside [eps, T]. When the state carries a graph so does t (torchdiffeq's
+        # first step depends on y0); t then stays a tensor so that the gradient of the discrete flow is
+        # consistent. Otherwise the schedule is evaluated at the detached time in float64.
+        keep = self.create_graph is not False and (xs.requires_grad or t.requires_grad)
+        tv = t.to(x.dtype).expand(B)
+        with torch.enable_grad():
+            xin = x if keep and x.requires_grad else x.detach().requires_grad_(True)
+            s = self.score(xin, tv)
+            if self.create_graph is None:
+                self.create_graph = keep or _depends_on_other_leaf(s, xin)
+            cg = self.create_graph
+            if not s.requires_grad:
+                div_s = _no_graph_divergence(self.score.fn, s, xin, tv)
+            elif self.divergence == "exact":
+                div_s = _divergence_exact(s, xin, self.vjp, cg, self.chunk_size, xs.dtype)
+            else:
+                div_s = _divergence_hutchinson(s, xin, self.probes_work, self.probes, self.vjp, cg)
+        if not cg:
+            s, div_s = s.detach(), div_s.detach()
+        # the PF drift is linear in (x, s), and its divergence is the same formula at (D, div s):
+        # d[x, Delta]/dt = f(t) [x, D] - 1/2 g(t)^2 [s, div s], one shared drift on the flat state
+        tc = t.to(x.dtype) if keep else t.detach().to(torch.float64)
+        xd = torch.cat((y[: self.n], y.new_full((B,), D)))
+        return self.sde.reverse_drift(xd, tc, torch.cat((s.reshape(-1).to(y.dtype), div_s.to(y.dtype))))
+
+
+def _split_norm(n: int) -> Callable:
+    """torchdiffeq error norm of the flat state [x.flatten(), Delta]: the larger of the RMS error ratios of the x
+    part and of the Delta part, so that neither the data (n entries) nor the log-density (B entries) drowns
+    the other (the norm torchdiffeq applies to a tuple state, without its tuple bookkeeping)."""
+    rn = 1.0 / math.sqrt(n)
+
+    def norm(r: torch.Tensor) -> torch.Tensor:
+        return torch.maximum(
+            torch.linalg.vector_norm(r[:n]) * rn, torch.linalg.vector_norm(r[n:]) / math.sqrt(r.numel() - n)
+        )
+
+    return norm
+
+
+def _solve_augmented(
+    sde, score_fn, x, eps, divergence, probes, chunk_size, create_graph, rtol, atol, method, options, state_dtype
+):
+    """(z, Delta, nfe): the augmented state at T in ``state_dtype``; the score is evaluated in x's dtype."""
+    score = CountingScore(score_fn)
+    probes = None if probes is None else probes.to(state_dtype)
+    func = _AugmentedPFODE(sde, score, divergence, probes, chunk_size, create_graph, x.dtype, tuple(x.shape))
+    if create_graph is False:
+        x = x.detach()
+    x = x.to(state_dtype)
+    times = torch.tensor([eps, sde.T], dtype=x.dtype, device=x.device)
+    options = dict(options or {})  # odeint_clamped makes an adaptive last step land on T (step_t)
+    if method in ADAPTIVE_METHODS and "norm" not in options:
+        options = {**options, "norm": _split_norm(func.n)}
+    sol = odeint_clamped(
+        func,
+        torch.cat((x.reshape(-1), x.new_zeros(x.shape[0]))),
+        times,
+        lo=eps,
+        hi=sde.T,
+        rtol=rtol,
+        atol=atol,
+        method=method,
+        options=options,
+    )
+    z, delta = sol.y[: func.n].view(x.shape), sol.y[func.n :]
+    return z, delta, score.nfe
+
+
