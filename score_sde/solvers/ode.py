@@ -35,7 +35,6 @@ import torch
 
 from ..sde.base import LinearSDE
 from ..utils import ScoreGuard, check_ode_dtype, check_tolerance
-from .api import register_sampler
 from .grids import make_grid
 from .loop import SampleResult
 
@@ -349,13 +348,6 @@ def ode_sample(
                 callback(i - 1, times[i], sol.ys[i], None)
     return res
 
-
-register_sampler(
-    "ode",
-    solve=ode_sample,
-    default_grid="uniform",
-    doc="probability-flow ODE through torchdiffeq (dopri5 by default; rtol, atol, method)",
-)
 
 __all__ = [
     "probability_flow_drift",

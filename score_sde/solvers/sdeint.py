@@ -31,7 +31,6 @@ import torch
 
 from ..sde.base import LinearSDE
 from ..utils import ScoreGuard
-from .api import register_sampler
 from .base import CountingScore
 from .loop import SampleResult
 
@@ -191,12 +190,5 @@ def sde_sample(
     guard.report(x, stacklevel=4)
     return SampleResult(x=x, nfe=score.nfe, info={"method": method, "steps": steps, "nonfinite": guard.nonfinite})
 
-
-register_sampler(
-    "sde",
-    solve=sde_sample,
-    default_grid="uniform",
-    doc="reverse SDE through torchsde (euler by default; method, dt)",
-)
 
 __all__ = ["sde_sample", "SDE_METHODS", "ITO_METHODS", "STRATONOVICH_METHODS"]
