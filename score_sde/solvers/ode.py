@@ -15,7 +15,7 @@ torchdiffeq; the likelihood module reuses it:
 - :func:`odeint_pf` combines the two (optionally in float64, optionally one sample at a time);
 - :func:`ode_sample` is the ``ode`` sampler of :func:`score_sde.sample`.
 
-Two pitfalls of adaptive solvers are handled here (REFERENCE.md, "Pitfalls"):
+Two pitfalls of adaptive solvers are handled here (both seen with torchdiffeq):
 
 1. torchdiffeq picks its first step by probing the function a little way past the start; on a
    short interval the probe can leave ``[eps, T]``, where e.g. the VP sigma(t) is NaN for t < 0
