@@ -174,8 +174,10 @@ def sample(
         progress: show a tqdm progress bar.
         grid: grid kind ("uniform", "quadratic", "discrete", "karras", "logsnr") or a tensor of times.
         nfe: a budget of score evaluations; the largest number of steps within it is used.
-        callback: ``callback(i, t, x, x0_hat)`` after every step.
-        record: keep the trajectory and x_0 estimates in the result.
+        callback: ``callback(i, t, x, x0_hat)`` after every step (``ode``: at its output times, ``steps``
+            of them or 32 by default; ``sde``: after every step; see
+            :func:`~score_sde.solvers.loop.observe_saved`).
+        record: keep the trajectory and x_0 estimates in the result (at the same times as ``callback``).
         **sampler_options: options of the sampler: ``predictor``, ``corrector``, ``snr``,
             ``corrector_steps``, ``per_sample_norms`` for ``pc``; ``method``, ``rtol``, ``atol``,
             ``float64``, ``per_sample``, ``max_nfe``, ``options`` for ``ode``
