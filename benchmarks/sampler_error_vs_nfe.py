@@ -1,6 +1,6 @@
 """Sampler error against NFE, ours against k-diffusion's and diffusers' samplers, on exact problems.
 
-Problem (REFERENCE.md, "Measuring against peers on the same problem"): Gaussian-mixture data with
+Problem (the same for every implementation): Gaussian-mixture data with
 exact scores; the probability-flow ODE in x~ = x / alpha depends only on sigma~ = sigma / alpha:
 dx~/dsigma~ = (x~ - D(x~, sigma~)) / sigma~. Every sampler integrates it from sigma~_max to sigma~_min,
 the two ends of the DDPM table with beta linear 1e-4..0.02 (diffusers' default): sigma~_k =

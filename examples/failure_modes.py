@@ -1,9 +1,9 @@
 """Failure modes of reverse denoising, each reproduced and measured on an exact problem.
 
-The seed text lists six ways reverse diffusion goes wrong (blurry outputs, oversmoothing, poor prompt
+Six common ways reverse diffusion goes wrong (blurry outputs, oversmoothing, poor prompt
 adherence, repeated artifacts, mode-collapse-like behaviour, slow generation). Each is produced here on a
 2-D Gaussian mixture whose score, densities and class posteriors are exact (float64), next to a healthy
-setting that differs in the one cause the seed names, and is measured with a number that exposes it:
+setting that differs in the one cause named for it, and is measured with a number that exposes it:
 
 - blurry outputs (weak denoising accuracy): an under-fitted score, half the exact one and half that of one
   Gaussian fitted to the data; measured by the share of samples below the data's 1% log-density quantile.

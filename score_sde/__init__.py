@@ -1,6 +1,7 @@
 """score_sde: score-based generative modelling in continuous time (Song et al. 2021).
 
-The curated public API; see DESIGN.md for the layers.
+The curated public API. The layers, each importing only those below it: sde -> analytic ->
+score/nets -> solvers -> likelihood -> guidance -> pretrained/evaluation -> training -> cli.
 """
 
 from . import analytic, guidance, nets, pretrained

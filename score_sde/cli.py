@@ -227,19 +227,33 @@ register_subcommand(
 
 
 def _figures_module():
-    """``paper_figures.run_all`` when importable, or found next to the package in a source checkout."""
+    """``paper_figures.run_all`` when importable, or found next to the package in a source checkout.
+
+    In a checkout, ``paper_figures/`` sits beside ``score_sde/``; that one package is loaded from its
+    folder (``sys.path`` is left alone, so no other folder of the checkout becomes importable).
+    None when neither holds (an installed package has no paper figures).
+    """
     import importlib
+    import importlib.util
 
     try:
         return importlib.import_module("paper_figures.run_all")
     except ModuleNotFoundError as e:
         if e.name not in ("paper_figures", "paper_figures.run_all"):
             raise
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    if not os.path.isfile(os.path.join(root, "paper_figures", "run_all.py")):
+    folder = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "paper_figures")
+    init = os.path.join(folder, "__init__.py")
+    if not (os.path.isfile(init) and os.path.isfile(os.path.join(folder, "run_all.py"))):
         return None
-    sys.path.insert(0, root)  # a source checkout: paper_figures/ sits next to score_sde/
-    return importlib.import_module("paper_figures.run_all")
+    spec = importlib.util.spec_from_file_location("paper_figures", init, submodule_search_locations=[folder])
+    package = importlib.util.module_from_spec(spec)
+    sys.modules["paper_figures"] = package
+    try:
+        spec.loader.exec_module(package)
+        return importlib.import_module("paper_figures.run_all")
+    except BaseException:
+        sys.modules.pop("paper_figures", None)
+        raise
 
 
 def register_plugins() -> None:

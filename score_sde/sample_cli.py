@@ -173,14 +173,43 @@ def resolve_options(cfg, sampler: str, args) -> dict:
     return opts
 
 
+def _load_from_cwd(name: str) -> bool:
+    """Load the top package/module of ``name`` from the current directory (``NAME.py`` or
+    ``NAME/__init__.py``) without touching ``sys.path``; False when neither file is there."""
+    import importlib.util
+
+    top = name.split(".")[0]
+    single, package = os.path.join(os.getcwd(), top + ".py"), os.path.join(os.getcwd(), top, "__init__.py")
+    if os.path.isfile(package):
+        folder = os.path.dirname(package)
+        spec = importlib.util.spec_from_file_location(top, package, submodule_search_locations=[folder])
+    elif os.path.isfile(single):
+        spec = importlib.util.spec_from_file_location(top, single)
+    else:
+        return False
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[top] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(top, None)
+        raise
+    return True
+
+
 def load_plugins(modules: list[str]) -> None:
-    """Import each ``--plugin`` module (from the current directory too) so that it registers its samplers."""
-    if modules and os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
+    """Import each ``--plugin`` module (importable, or a file/package in the current directory) so that
+    it registers its samplers."""
     for name in modules:
         try:
             importlib.import_module(name)
         except ModuleNotFoundError as e:
+            if e.name == name.split(".")[0] and _load_from_cwd(name):
+                try:
+                    importlib.import_module(name)
+                    continue
+                except ModuleNotFoundError as e2:
+                    e = e2
             raise SampleUsageError(f"--plugin {name!r}: cannot import it ({e})") from None
 
 

@@ -1,7 +1,7 @@
 """DDPM is a special case of the one integrator layer, number for number.
 
-The reference below is the seed's reverse loop (shared/seed/reverse-denoising.md, "Reverse
-Sampling in PyTorch"), copied into the test: x_T ~ randn, then for t = T-1..0
+The reference below is the textbook DDPM reverse loop (Ho et al. 2020, Alg. 2), written out in
+the test: x_T ~ randn, then for t = T-1..0
 x_{t-1} = (x_t - (1 - alpha_t) / sqrt(1 - alpha_bar_t) eps(x_t, t)) / sqrt(alpha_t) + sqrt(beta_t) z
 with z = randn_like(x_t) for t > 0 and no noise at t = 0. The project's ancestral sampler on
 ``VPSDE.from_betas(betas)`` with an eps-network called with integer timesteps must draw the same
@@ -14,7 +14,7 @@ from torch import nn
 
 import score_sde as ss
 
-# ---------------------------------------------------------------- the seed's reference loop
+# ---------------------------------------------------------------- the DDPM reference loop
 
 
 @torch.no_grad()
@@ -120,7 +120,7 @@ def test_ancestral_calls_the_net_with_integer_timesteps_descending():
 
 
 def test_denoise_false_draws_noise_at_the_last_step():
-    """With denoise=False the last step adds noise too: one more randn than the seed loop."""
+    """With denoise=False the last step adds noise too: one more randn than the reference loop."""
     N, shape = 30, (2, 2, 3, 3)
     betas = torch.linspace(1e-4, 0.2, N, dtype=torch.float64)
     sde = ss.VPSDE.from_betas(betas)
@@ -134,7 +134,7 @@ def test_denoise_false_draws_noise_at_the_last_step():
 
 
 def test_continuous_vp_ancestral_runs_the_same_update():
-    """VPSDE(0.1, 20, N=1000) with the ancestral predictor on its N-step grid runs the seed's update
+    """VPSDE(0.1, 20, N=1000) with the ancestral predictor on its N-step grid runs the reference update
     with the betas of its grid, beta_i = 1 - alpha(t_i)^2 / alpha(t_{i-1})^2 and alpha_bar_i =
     alpha(t_i)^2. These betas, 1 - exp(-int beta dt) over a step, are DDPM's linspace(1e-4, 0.02, 1000)
     to within 2.5e-4 (the largest gap, 1 - e^{-0.02} vs 0.02, is at t = T)."""
@@ -151,7 +151,7 @@ def test_continuous_vp_ancestral_runs_the_same_update():
     net = make_net(time_scale=1.0)  # continuous-time labels t in (0, 1]
     times = grid[:-1].flip(0)
 
-    def seed_model(x, k):  # the seed calls model(x, k) with the chain index k
+    def seed_model(x, k):  # the reference calls model(x, k) with the chain index k
         return net(x, times[k])
 
     shape = (2, 2, 4, 4)
@@ -168,7 +168,7 @@ def test_continuous_vp_ancestral_runs_the_same_update():
 
 
 def _seed_sample_with(fn, net, shape, betas, alphas, alpha_bars):
-    """The seed's ``sample`` with ``model(x, t)`` -> ``fn(x, t)`` (parameters read from ``net``)."""
+    """The reference ``sample`` with ``model(x, t)`` -> ``fn(x, t)`` (parameters read from ``net``)."""
 
     class Shim(nn.Module):
         def __init__(self):

@@ -1,4 +1,4 @@
-"""examples/failure_modes.py: every failure mode of the seed text shows up against its healthy twin."""
+"""examples/failure_modes.py: every failure mode it lists shows up against its healthy twin."""
 
 import importlib.util
 import os

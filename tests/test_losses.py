@@ -151,7 +151,7 @@ def test_importance_sampling_distribution(sde_name):
 
 
 def test_importance_cdf_vp_closed_form():
-    """REFERENCE: for VP the CDF is proportional to B(t) + ln(1 - exp(-B(t)))."""
+    """Closed form: for VP the CDF is proportional to B(t) + ln(1 - exp(-B(t)))."""
     sde = ss.VPSDE(0.1, 20.0)
     eps = 1e-5
     t = torch.linspace(eps, 1, 50)

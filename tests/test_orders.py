@@ -22,7 +22,6 @@ import score_sde as ss
 from score_sde.solvers import SAMPLERS
 from tests.problems import SDES, gaussian
 
-ss.available_samplers()  # registers the back-end and fast-sampler modules
 DETERMINISTIC = sorted(
     name for name, spec in SAMPLERS.items() if spec.build is not None and not spec.build().stochastic
 )

@@ -55,9 +55,8 @@ def test_the_documents_have_runnable_blocks():
 def test_python_block_runs(code, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     torch.set_default_dtype(torch.float32)  # as a user's session starts (the suite's fixture sets float64)
-    from score_sde.solvers import CORRECTORS, SAMPLERS, available_samplers
+    from score_sde.solvers import CORRECTORS, SAMPLERS
 
-    available_samplers()  # the built-in back-ends register on first use: before the snapshot, not inside it
     registries = [(r, dict(r)) for r in (SAMPLERS, CORRECTORS)]  # a snippet may register names: undo it after
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -111,8 +111,8 @@ def test_sde_sampler_bad_options(vp):
     sde, f = vp
     with pytest.raises(ValueError, match=r"dt must lie in \(0, T - eps\].*got dt = 2.0"):
         ss.sample(sde, f, shape=(2, 2), sampler="sde", dt=2.0)
-    with pytest.raises(ValueError, match=r"does not take callback="):
-        ss.sample(sde, f, shape=(2, 2), sampler="sde", steps=3, callback=lambda *a: None)
+    with pytest.raises(ValueError, match=r"does not take grid="):
+        ss.sample(sde, f, shape=(2, 2), sampler="sde", steps=3, grid="quadratic")
 
 
 def test_per_sample_generators_of_the_wrong_count(vp):

@@ -11,8 +11,6 @@ from score_sde.solvers import SAMPLERS
 from score_sde.solvers.ode import odeint_pf
 from tests.problems import SDES, mixture_2d, mmd_permutation_pvalue
 
-ss.available_samplers()
-
 
 def closed_form_pf_drift(gmm, sde_name):
     """The PF-ODE drift f(t) x - 1/2 g(t)^2 grad log p_t(x) of the test mixture, written out from the

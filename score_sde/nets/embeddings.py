@@ -3,8 +3,8 @@
 Both map a label vector of shape ``[B]`` (a continuous time, a scaled time, a discrete index or
 ln sigma) to features of shape ``[B, dim]`` that a network turns into its conditioning vector.
 
-* :class:`SinusoidalEmbedding` -- the transformer positional encoding used by DDPM (the seed's
-  "sinusoidal timestep embeddings"):
+* :class:`SinusoidalEmbedding` -- the transformer positional encoding used by DDPM (its
+  "sinusoidal timestep embeddings"; Vaswani et al. 2017):
 
       PE(t, 2i) = sin(t / P^{2i/d}),   PE(t, 2i+1) = cos(t / P^{2i/d}),   i = 0 .. d/2 - 1,
 
@@ -63,8 +63,8 @@ class SinusoidalEmbedding(nn.Module):
 
     Args:
         dim: number of output features d (>= 2).
-        max_period: P, the longest period is about 2 pi P (10000 as in the seed and DDPM).
-        layout: ``"interleaved"`` (the seed's PE(t, 2i), PE(t, 2i+1)) or ``"concat"`` (the
+        max_period: P, the longest period is about 2 pi P (10000 as in DDPM).
+        layout: ``"interleaved"`` (the transformer's PE(t, 2i), PE(t, 2i+1)) or ``"concat"`` (the
             official code's [sin | cos] with w_i = P^{-i/(h-1)}).
     """
 

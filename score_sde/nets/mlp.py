@@ -121,7 +121,7 @@ class MLPScoreNet(nn.Module):
             continuous t in [0, 1] (``ScoreModel(time_labels="continuous")``), 1 for ``"t999"`` or
             ``"discrete"`` labels.
         fourier_scale: std of the Fourier frequencies (16).
-        sinusoidal_layout: ``"interleaved"`` (the seed's PE) or ``"concat"`` (official layout).
+        sinusoidal_layout: ``"interleaved"`` (the transformer's PE) or ``"concat"`` (official layout).
 
     The output is whatever the :class:`~score_sde.score.ScoreModel` says it predicts (eps by default).
     """

@@ -293,7 +293,7 @@ class UNet(nn.Module):
         init_scale: scale of the init of each block's last layer (0 -> 1e-10, official).
         resamp_with_conv: conv in the ``"ddpm"`` up/down-sampling layers (True).
         act: activation (``"silu"`` = swish).
-        sinusoidal_layout: ``"interleaved"`` (the seed's PE) or ``"concat"`` (official layout).
+        sinusoidal_layout: ``"interleaved"`` (the transformer's PE) or ``"concat"`` (official layout).
     """
 
     def __init__(

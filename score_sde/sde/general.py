@@ -1,6 +1,7 @@
 """A linear SDE defined by any pair of schedule functions alpha(t), sigma(t).
 
-f(t) = d ln alpha / dt and g(t)^2 = d sigma^2 / dt - 2 f(t) sigma(t)^2 (REFERENCE, "Forward SDEs").
+f(t) = d ln alpha / dt and g(t)^2 = d sigma^2 / dt - 2 f(t) sigma(t)^2 (the mean and variance ODEs of a linear
+SDE, Särkkä & Solin 2019, eqs. 5.50-5.51, as used in Song et al. 2021, App. B).
 Derivatives are taken by autograd unless given. This one class covers the EDM path
 (alpha = 1, sigma = t-scaled), rectified-flow / flow-matching paths (alpha = 1 - t, sigma = t)
 and any user schedule.

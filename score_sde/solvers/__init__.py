@@ -1,12 +1,13 @@
 """The one integrator layer: time grids, steppers, the loop, and the adaptive back-ends."""
 
-from .api import SAMPLERS, available_samplers, register_sampler, sample, sampler_option_names
+from .api import available_samplers, sample, sampler_option_names
 from .base import Context, CountingScore, StepOutput, Stepper
-from .correctors import CORRECTORS, AnnealedLangevinCorrector, LangevinCorrector, PCStepper, register_corrector
+from .correctors import AnnealedLangevinCorrector, LangevinCorrector, PCStepper
 from .grids import GRIDS, make_grid
 from .loop import SampleResult, integrate
 from .ode import NFEBudgetExceeded, odeint_clamped, odeint_pf, probability_flow_drift
-from .predictors import PREDICTORS, AncestralSampling, EulerMaruyama, ProbabilityFlowPredictor, ReverseDiffusion
+from .predictors import AncestralSampling, EulerMaruyama, ProbabilityFlowPredictor, ReverseDiffusion
+from .registry import CORRECTORS, PREDICTORS, SAMPLERS, SamplerSpec, register_corrector, register_sampler
 
 __all__ = [
     "NFEBudgetExceeded",
@@ -18,6 +19,7 @@ __all__ = [
     "register_sampler",
     "sampler_option_names",
     "SAMPLERS",
+    "SamplerSpec",
     "Stepper",
     "StepOutput",
     "Context",

@@ -3,47 +3,27 @@
 Fixed-grid samplers are registered as builders returning a :class:`Stepper`, run by the one loop
 over a time grid. Adaptive back-ends (``ode`` through torchdiffeq, ``sde`` through torchsde)
 are registered as solve functions with the same calling convention and return the same
-:class:`SampleResult`.
+:class:`SampleResult`. The tables live in :mod:`score_sde.solvers.registry`, below every method;
+this module sits on top: it imports the method modules explicitly and registers the built-ins in
+one place (:func:`_register_builtins`, run once when it is imported).
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 
 from ..sde.base import LinearSDE
 from ..utils import check_finite
+from . import fast, ode, predictors, sdeint
 from .base import Stepper
-from .correctors import CORRECTORS, PCStepper
+from .correctors import AnnealedLangevinCorrector, LangevinCorrector, NoneCorrector, PCStepper
 from .grids import make_grid
 from .loop import SampleResult, integrate
-from .predictors import PREDICTORS
-
-
-@dataclass
-class SamplerSpec:
-    """A registered sampler: ``build(**options) -> Stepper`` or ``solve(...) -> SampleResult``.
-
-    default_grid: grid kind used when the caller gives none ("discrete" means the SDE's chain when
-    ``steps`` is not given, "uniform" otherwise).
-    """
-
-    name: str
-    build: Callable[..., Stepper] | None = None
-    solve: Callable[..., SampleResult] | None = None
-    default_grid: str = "discrete"
-    doc: str = ""
-
-
-SAMPLERS: dict[str, SamplerSpec] = {}
-
-
-def register_sampler(name: str, *, build=None, solve=None, default_grid: str = "discrete", doc: str = "") -> None:
-    """Register a sampler name (used by the fast-sampler and back-end modules)."""
-    SAMPLERS[name] = SamplerSpec(name, build, solve, default_grid, doc)
+from .registry import CORRECTORS, PREDICTORS, SAMPLERS, SamplerSpec, register_corrector, register_sampler
 
 
 def _pick(table: dict, kind: str, name) -> type:
@@ -88,11 +68,44 @@ def _build_pc(
     return PCStepper(p, c)
 
 
-register_sampler("pc", build=_build_pc, doc="predictor-corrector (Song et al. 2021, Alg. 1)")
-for _name, _cls in PREDICTORS.items():
-    if _name != "none":
-        register_sampler(_name, build=_cls, doc=(_cls.__doc__ or "").split("\n")[0])
+def _register_builtins() -> None:
+    """Register the built-in predictors, correctors and samplers: the one place they are named."""
+    for name, cls in (
+        ("none", predictors.NonePredictor),
+        ("euler_maruyama", predictors.EulerMaruyama),
+        ("reverse_diffusion", predictors.ReverseDiffusion),
+        ("ancestral", predictors.AncestralSampling),
+        ("probability_flow", predictors.ProbabilityFlowPredictor),
+    ):
+        PREDICTORS[name] = cls
+    register_corrector("none", NoneCorrector)
+    register_corrector("langevin", LangevinCorrector)
+    register_corrector("annealed_langevin", AnnealedLangevinCorrector)
 
+    register_sampler("pc", build=_build_pc, doc="predictor-corrector (Song et al. 2021, Alg. 1)")
+    for name, cls in PREDICTORS.items():
+        if name != "none":
+            register_sampler(name, build=cls, doc=(cls.__doc__ or "").split("\n")[0])
+    doc = "probability-flow ODE through torchdiffeq (dopri5 by default; rtol, atol, method)"
+    register_sampler("ode", solve=ode.ode_sample, default_grid="uniform", doc=doc)
+    doc = "reverse SDE through torchsde (euler by default; method, dt)"
+    register_sampler("sde", solve=sdeint.sde_sample, default_grid="uniform", doc=doc)
+
+    reg = register_sampler
+    reg("ddim", build=fast.DDIM, default_grid="auto", doc="DDIM with eta (eta=0: Euler in sigma~)")
+    reg("dpm_solver_1", build=fast._dpm1, default_grid="logsnr", doc="DPM-Solver-1 (= DDIM)")
+    reg("dpm_solver_2", build=fast._dpm2, default_grid="logsnr", doc="DPM-Solver-2, singlestep")
+    reg("dpm_solver_3", build=fast._dpm3, default_grid="logsnr", doc="DPM-Solver-3, singlestep")
+    reg("dpmpp_2m", build=functools.partial(fast.DPMSolverPP, 2), default_grid="auto", doc="DPM-Solver++(2M)")
+    reg("dpmpp_3m", build=functools.partial(fast.DPMSolverPP, 3), default_grid="auto", doc="DPM-Solver++(3M)")
+    reg("dpmpp_2m_sde", build=fast.DPMSolverPP2MSDE, default_grid="auto", doc="SDE-DPM-Solver++(2M)")
+    reg("unipc", build=fast.UniPC, default_grid="auto", doc="UniPC (UniP + UniC, bh2)")
+    reg("heun", build=fast._heun, default_grid="karras", doc="EDM Heun (Karras et al. 2022, Alg. 1)")
+    reg("edm", build=fast._edm, default_grid="karras", doc="EDM sampler (Alg. 2); deterministic unless S_churn > 0")
+    reg("restart", build=fast.Restart, default_grid="karras", doc="Restart sampling (Xu et al. 2023)")
+
+
+_register_builtins()
 
 # arguments ``ss.sample`` itself hands to an adaptive back-end's solve function (not sampler options)
 _SOLVE_ARGS = {"sde", "score_fn", "x_T", "eps", "generator", "progress", "cond", "steps", "nfe", "denoise",
@@ -102,7 +115,6 @@ _SOLVE_ARGS = {"sde", "score_fn", "x_T", "eps", "generator", "progress", "cond",
 def sampler_option_names(sampler: str) -> list[str] | None:
     """The keyword options a registered sampler takes (``ss.sample(..., **options)``), sorted;
     ``None`` when it takes any (``**kwargs``) or cannot be inspected. Raises ValueError for an unknown name."""
-    available_samplers()
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; valid samplers: {sorted(SAMPLERS)}")
     spec = SAMPLERS[sampler]
@@ -122,8 +134,7 @@ def _check_options(spec: SamplerSpec, options: dict) -> None:
 
 
 def available_samplers() -> list[str]:
-    from . import backends  # noqa: F401  (registers optional modules)
-
+    """The names ``ss.sample(..., sampler=name)`` accepts, sorted (built-in and registered ones)."""
     return sorted(SAMPLERS)
 
 
@@ -163,8 +174,10 @@ def sample(
         progress: show a tqdm progress bar.
         grid: grid kind ("uniform", "quadratic", "discrete", "karras", "logsnr") or a tensor of times.
         nfe: a budget of score evaluations; the largest number of steps within it is used.
-        callback: ``callback(i, t, x, x0_hat)`` after every step.
-        record: keep the trajectory and x_0 estimates in the result.
+        callback: ``callback(i, t, x, x0_hat)`` after every step (``ode``: at its output times, ``steps``
+            of them or 32 by default; ``sde``: after every step; see
+            :func:`~score_sde.solvers.loop.observe_saved`).
+        record: keep the trajectory and x_0 estimates in the result (at the same times as ``callback``).
         **sampler_options: options of the sampler: ``predictor``, ``corrector``, ``snr``,
             ``corrector_steps``, ``per_sample_norms`` for ``pc``; ``method``, ``rtol``, ``atol``,
             ``float64``, ``per_sample``, ``max_nfe``, ``options`` for ``ode``
@@ -177,7 +190,6 @@ def sample(
         raise TypeError(f"sde must be a score_sde SDE (e.g. ss.VPSDE()); got {type(sde).__name__}")
     if not callable(score_fn):
         raise TypeError(f"score_fn must be callable; got {type(score_fn).__name__}")
-    available_samplers()
     if isinstance(sampler, Stepper):
         spec = SamplerSpec(sampler.name, build=lambda **kw: sampler)
     elif sampler not in SAMPLERS:

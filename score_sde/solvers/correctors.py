@@ -9,6 +9,7 @@ import torch
 from ..utils import bcast
 from .base import Context, Stepper
 from .predictors import grid_coefficients
+from .registry import CORRECTORS, register_corrector  # noqa: F401  (their home is the registry)
 
 
 def _norm(v: torch.Tensor, per_sample: bool) -> torch.Tensor:
@@ -97,27 +98,6 @@ class AnnealedLangevinCorrector(LangevinCorrector):
             mean = x + step * s
             x = mean + noise * z
         return x, mean
-
-
-CORRECTORS = {"none": NoneCorrector, "langevin": LangevinCorrector, "annealed_langevin": AnnealedLangevinCorrector}
-
-
-def register_corrector(name: str, factory) -> None:
-    """Make ``corrector=name`` of ``sampler="pc"`` build ``factory(**options)``.
-
-    ``factory`` (usually a :class:`Stepper` subclass) is called with those of ``snr``, ``n_steps``
-    (``corrector_steps=`` of ``ss.sample``) and ``per_sample`` (``per_sample_norms=``) that the caller
-    gave and that its signature names; it returns an object with ``nfe_per_step`` (score calls per
-    grid time; 0 skips the corrector) and ``correct(ctx, x, t, t_next, i) -> (x, x_mean)``, which
-    moves x at grid time t (0-d float64) before the predictor steps to t_next (Song et al. 2021,
-    Alg. 1). Draw noise with ``ctx.randn_like`` and evaluate the score with ``ctx.score(x, t_vec)``
-    so that NFE counting and per-sample seeds work. An existing name is replaced.
-    """
-    if not isinstance(name, str) or not name:
-        raise TypeError(f"a corrector name must be a non-empty string; got {name!r}")
-    if not callable(factory):
-        raise TypeError(f"corrector {name!r}: factory must be callable (a Stepper subclass); got {factory!r}")
-    CORRECTORS[name] = factory
 
 
 class PCStepper(Stepper):

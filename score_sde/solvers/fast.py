@@ -1,8 +1,8 @@
 """Fast samplers of the exponential-integrator family, written once in x~ = x / alpha and
 lambda = ln(alpha / sigma), so that the same code runs VP, sub-VP, VE and any linear SDE.
 
-In these variables the probability-flow ODE of every linear SDE is (REFERENCE.md, "First-order
-exponential family"; Lu et al. 2022, eq. 8 in data-prediction form)
+In these variables the probability-flow ODE of every linear SDE is (Lu et al. 2022, eq. 8,
+in data-prediction form)
 
     d x~ / d lambda = D(x~, lambda) - x~,        D = E[x_0 | x_t] = (x + sigma^2 s) / alpha,
 
@@ -58,12 +58,10 @@ DPM-Solver++(3M) use half that weight, so they are not this ``dpmpp_3m``.
 
 from __future__ import annotations
 
-import functools
 import math
 
 import torch
 
-from .api import register_sampler
 from .base import Context, StepOutput, Stepper
 from .grids import make_grid
 
@@ -549,7 +547,7 @@ class UniPC(Multistep):
 # SDE-DPM-Solver++(2M)
 # ---------------------------------------------------------------------------------------------
 class DPMSolverPP2MSDE(ExpStepper):
-    """SDE-DPM-Solver++(2M) (Lu et al. 2022b, App.; eta-family of REFERENCE.md): with H = (1 + eta) h,
+    """SDE-DPM-Solver++(2M) (Lu et al. 2022b, App.; with an eta as in DDIM): with H = (1 + eta) h,
 
         x~_t = e^{-H} x~_s + (1 - e^{-H}) D_s + w (D_s - D_{s-1}) / r + sigma~_t sqrt(1 - e^{-2 eta h}) z,
 
@@ -760,18 +758,6 @@ def _edm(S_churn: float = 0.0, S_min: float = 0.0, S_max: float = math.inf, S_no
     S_max=50, S_noise=1.003 (its Table 5)."""
     return EDMHeun(S_churn, S_min, S_max, S_noise, final)
 
-
-register_sampler("ddim", build=DDIM, default_grid="auto", doc="DDIM with eta (eta=0: Euler in sigma~)")
-register_sampler("dpm_solver_1", build=_dpm1, default_grid="logsnr", doc="DPM-Solver-1 (= DDIM)")
-register_sampler("dpm_solver_2", build=_dpm2, default_grid="logsnr", doc="DPM-Solver-2, singlestep")
-register_sampler("dpm_solver_3", build=_dpm3, default_grid="logsnr", doc="DPM-Solver-3, singlestep")
-register_sampler("dpmpp_2m", build=functools.partial(DPMSolverPP, 2), default_grid="auto", doc="DPM-Solver++(2M)")
-register_sampler("dpmpp_3m", build=functools.partial(DPMSolverPP, 3), default_grid="auto", doc="DPM-Solver++(3M)")
-register_sampler("dpmpp_2m_sde", build=DPMSolverPP2MSDE, default_grid="auto", doc="SDE-DPM-Solver++(2M)")
-register_sampler("unipc", build=UniPC, default_grid="auto", doc="UniPC (UniP + UniC, bh2)")
-register_sampler("heun", build=_heun, default_grid="karras", doc="EDM Heun (Karras et al. 2022, Alg. 1)")
-register_sampler("edm", build=_edm, default_grid="karras", doc="EDM sampler (Alg. 2); deterministic unless S_churn > 0")
-register_sampler("restart", build=Restart, default_grid="karras", doc="Restart sampling (Xu et al. 2023)")
 
 __all__ = [
     "FINALS",

@@ -99,3 +99,35 @@ def _tweedie(sde: LinearSDE, out) -> torch.Tensor | None:
         return None
     t = out.t_score.to(out.x_in.dtype)
     return convert(out.score, out.x_in, sde.alpha(t), sde.sigma(t), "score", "x0")
+
+
+def observe_saved(
+    sde: LinearSDE,
+    score: CountingScore,
+    times: torch.Tensor,
+    states,
+    res: SampleResult,
+    *,
+    record: bool,
+    callback: Callable | None,
+) -> None:
+    """What ``record=`` / ``callback=`` give for a back-end that owns its loop (``ode``, ``sde``).
+
+    Such a back-end hands over its states at the save times it was asked for, ``times`` (descending,
+    len n, the last one the end time) and ``states`` (n tensors [B, ...], the last one ``res.x``). For
+    each, the x_0 estimate is Tweedie's (x + sigma(t)^2 s(x, t)) / alpha(t) from one more score call
+    at that state (the solver's own calls are at its internal stages, not at the save times); those
+    calls are counted apart, in ``res.info['observer_nfe']``, not in ``res.nfe``. Then, as the fixed-grid
+    loop does, ``record`` appends the state and estimate to ``res.trajectory`` / ``res.x0_preds``
+    and ``callback(i, t, x, x0_hat)`` is called with i = 0 .. n - 1 (t a 0-d float64 tensor).
+    """
+    before = score.nfe
+    for i, (t, x) in enumerate(zip(times.to(torch.float64).unbind(0), states)):
+        tv = t.to(device=x.device, dtype=x.dtype).expand(x.shape[0])
+        x0 = convert(score(x, tv), x, sde.alpha(tv), sde.sigma(tv), "score", "x0")
+        if record:
+            res.trajectory.append(x)
+            res.x0_preds.append(x0)
+        if callback is not None:
+            callback(i, t, x, x0)
+    res.info["observer_nfe"] = score.nfe - before

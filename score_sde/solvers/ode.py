@@ -15,7 +15,7 @@ torchdiffeq; the likelihood module reuses it:
 - :func:`odeint_pf` combines the two (optionally in float64, optionally one sample at a time);
 - :func:`ode_sample` is the ``ode`` sampler of :func:`score_sde.sample`.
 
-Two pitfalls of adaptive solvers are handled here (REFERENCE.md, "Pitfalls"):
+Two pitfalls of adaptive solvers are handled here (both seen with torchdiffeq):
 
 1. torchdiffeq picks its first step by probing the function a little way past the start; on a
    short interval the probe can leave ``[eps, T]``, where e.g. the VP sigma(t) is NaN for t < 0
@@ -35,11 +35,12 @@ import torch
 
 from ..sde.base import LinearSDE
 from ..utils import ScoreGuard, check_ode_dtype, check_tolerance
-from .api import register_sampler
+from .base import CountingScore
 from .grids import make_grid
-from .loop import SampleResult
+from .loop import SampleResult, observe_saved
 
 ADAPTIVE_METHODS = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
+SAVE_POINTS = 32  # output times of an adaptive solve asked to record / call back without steps= or grid=
 FIXED_METHODS = ("euler", "midpoint", "heun2", "heun3", "rk4", "explicit_adams", "implicit_adams", "fixed_adams")
 
 
@@ -287,8 +288,12 @@ def ode_sample(
     sub-VP, VE), 1e-7 leaves <= 4e-6 and 1e-8 <= 2e-7; tests/test_samplers.py), ``float64``,
     ``per_sample`` (batch-invariant solves), ``max_nfe`` (or ``ss.sample``'s ``nfe=``: a budget;
     exceeding it raises :class:`NFEBudgetExceeded`), ``options`` (torchdiffeq's, e.g. ``first_step``).
-    ``steps``/``grid`` give the output times (and, for fixed-step methods, the steps); the
-    trajectory is recorded / passed to ``callback(i, t, x, None)`` at those times. The ODE path
+    ``steps``/``grid`` give the output times (and, for fixed-step methods, the steps). ``record`` and
+    ``callback(i, t, x, x0_hat)`` see the state at each output time after the first (default, for an
+    adaptive method, :data:`SAVE_POINTS` uniform times), read off torchdiffeq's dense output, so the
+    accepted steps and the result do not change; x0_hat is Tweedie's estimate from one more score
+    call per output time, counted in ``info['observer_nfe']``
+    (:func:`~score_sde.solvers.loop.observe_saved`). The ODE path
     adds no noise, so ``denoise`` has nothing to remove and is ignored (as for the fixed-step
     probability-flow predictor); ``generator`` is unused (x_T is drawn by ``ss.sample``).
     """
@@ -300,6 +305,8 @@ def ode_sample(
         times = make_grid(sde, grid if grid is not None else "uniform", steps if steps is not None else 1, eps)
     elif method in FIXED_METHODS:
         times = make_grid(sde, "uniform", sde.N, eps)
+    elif record or callback is not None:  # save times only: the adaptive steps do not depend on them
+        times = make_grid(sde, "uniform", SAVE_POINTS, eps)
     else:
         times = torch.tensor([sde.T, float(eps)], dtype=torch.float64)
     bar, on_call = None, None
@@ -342,20 +349,10 @@ def ode_sample(
     info = dict(sol.info, method=method, nonfinite=guard.nonfinite)
     res = SampleResult(x=sol.y, nfe=sol.nfe, grid=times.to(torch.float64), info=info)
     if record or callback is not None:
-        for i in range(1, sol.ys.shape[0]):
-            if record:
-                res.trajectory.append(sol.ys[i])
-            if callback is not None:
-                callback(i - 1, times[i], sol.ys[i], None)
+        states = sol.ys[1:].unbind(0)
+        observe_saved(sde, CountingScore(guard, cond), times[1:], states, res, record=record, callback=callback)
     return res
 
-
-register_sampler(
-    "ode",
-    solve=ode_sample,
-    default_grid="uniform",
-    doc="probability-flow ODE through torchdiffeq (dopri5 by default; rtol, atol, method)",
-)
 
 __all__ = [
     "probability_flow_drift",
@@ -366,4 +363,5 @@ __all__ = [
     "ODESolveError",
     "ADAPTIVE_METHODS",
     "FIXED_METHODS",
+    "SAVE_POINTS",
 ]

@@ -258,12 +258,3 @@ class AncestralSampling(Stepper):
         if last:
             return StepOutput(mean, mean, x0=x0, score=s, t_score=tv, x_in=x)
         return StepOutput(mean + std * ctx.randn_like(x), mean, x0=x0, score=s, t_score=tv, x_in=x)
-
-
-PREDICTORS = {
-    "none": NonePredictor,
-    "euler_maruyama": EulerMaruyama,
-    "reverse_diffusion": ReverseDiffusion,
-    "ancestral": AncestralSampling,
-    "probability_flow": ProbabilityFlowPredictor,
-}

@@ -31,9 +31,8 @@ import torch
 
 from ..sde.base import LinearSDE
 from ..utils import ScoreGuard
-from .api import register_sampler
 from .base import CountingScore
-from .loop import SampleResult
+from .loop import SampleResult, observe_saved
 
 ITO_METHODS = ("euler", "milstein", "srk")
 STRATONOVICH_METHODS = ("midpoint", "heun", "euler_heun", "reversible_heun", "log_ode")
@@ -76,7 +75,10 @@ def _seed_from(generator) -> int:
     return int(torch.randint(0, 2**62, (1,), generator=generator).item())
 
 
-def _solve(sde, score, x, eps, steps, method, denoise, seed, levy):
+def _solve(sde, score, x, eps, steps, method, denoise, seed, levy, save=False):
+    """x_eps [B, ...] from x (at T) in ``steps`` steps; with ``save`` also the states after every step
+    (a list of ``steps`` tensors, the last one x_eps): torchsde's outputs at the step times, which do
+    not change the steps it takes."""
     import torchsde
 
     B = x.shape[0]
@@ -84,7 +86,7 @@ def _solve(sde, score, x, eps, steps, method, denoise, seed, levy):
     h = (sde.T - eps) / steps
     n_sde = steps - 1 if denoise else steps
     s_end = n_sde * h
-    y = y0
+    y, states = y0, []
     if n_sde > 0:
         sde_type = "ito" if method in ITO_METHODS else "stratonovich"
         rsde = _ReverseTimeSDE(sde, score, tuple(x.shape), eps, sde_type)
@@ -99,9 +101,14 @@ def _solve(sde, score, x, eps, steps, method, denoise, seed, levy):
             dt=h,  # the step-size hint lets torchsde build its interval tree for this grid (about 6x faster)
         )
         ts = torch.tensor([0.0, s_end], dtype=torch.float64, device=y0.device)
+        if save:  # output times on the step grid; the last one stays s_end exactly
+            ts = torch.cat([torch.arange(n_sde, dtype=torch.float64, device=y0.device) * h, ts[-1:]])
         # a step a hair longer than h: torchsde clips the last step at ts[-1], so exactly n_sde
         # steps are taken (an accumulated round-off would otherwise add a tiny extra step)
-        y = torchsde.sdeint(rsde, y0, ts, bm=bm, method=method, dt=h * (1 + 1e-9))[-1]
+        ys = torchsde.sdeint(rsde, y0, ts, bm=bm, method=method, dt=h * (1 + 1e-9))
+        y = ys[-1]
+        if save:
+            states = [v.reshape(x.shape) for v in ys[1:].unbind(0)]
     if denoise:
         # the last step, noise-free: x_mean = x + (f x - g^2 s) dt at t = eps + h, dt = -h
         t = torch.tensor(eps + h, dtype=torch.float64, device=x.device)
@@ -109,7 +116,8 @@ def _solve(sde, score, x, eps, steps, method, denoise, seed, levy):
         sc = score(xv, t.to(dtype=x.dtype).expand(B))
         xv = xv - h * sde.reverse_drift(xv, t, sc, probability_flow=False)
         y = xv.reshape(B, -1)
-    return y.reshape(x.shape)
+        states.append(y.reshape(x.shape))
+    return (y.reshape(x.shape), states) if save else y.reshape(x.shape)
 
 
 def sde_sample(
@@ -135,16 +143,18 @@ def sde_sample(
     Options (``ss.sample(..., sampler="sde", **options)``): ``method`` (a torchsde method, see
     :data:`SDE_METHODS`; default ``euler``) and ``dt`` (step size; default ``(T - eps) / steps``
     with ``steps`` = ``sde.N`` unless given; a uniform grid in t). NFE are counted from the real
-    score calls; ``progress`` shows them. ``callback``, ``record`` and ``grid`` are not supported by
-    this back-end (torchsde owns the loop; use ``euler_maruyama`` for them); ``nfe=`` is accepted
-    only for the ``euler`` method, where it fixes the number of steps.
+    score calls; ``progress`` shows them. ``record`` and ``callback(i, t, x, x0_hat)`` see the state
+    after every step (torchsde's outputs at the step times, which do not change its steps; the last
+    one is the result) with Tweedie's x_0 estimate from one more score call per step, counted in
+    ``info['observer_nfe']`` (:func:`~score_sde.solvers.loop.observe_saved`). ``grid`` is not supported
+    (the steps are uniform in t; use ``euler_maruyama`` for other grids); ``nfe=`` is accepted only
+    for the ``euler`` method, where it fixes the number of steps.
     x_T: [B, ...]; generator: None, a torch.Generator, or one generator per sample.
     """
     if method not in SDE_METHODS:
         raise ValueError(f"unknown SDE method {method!r}; valid methods (torchsde): {sorted(SDE_METHODS)}")
-    for name, val in (("callback", callback), ("record", record or None), ("grid", grid)):
-        if val is not None:
-            raise ValueError(f"the 'sde' (torchsde) sampler does not take {name}=; use 'euler_maruyama' for that")
+    if grid is not None:
+        raise ValueError("the 'sde' (torchsde) sampler does not take grid=; use 'euler_maruyama' for that")
     if dt is not None:
         if steps is not None:
             raise ValueError("give either steps or dt, not both")
@@ -173,8 +183,10 @@ def sde_sample(
     guard = ScoreGuard(score_fn, f"sampler 'sde' ({method})")
     score_fn = guard
     score = CountingScore(guard, cond)
+    save = record or callback is not None
     if generator is None or isinstance(generator, torch.Generator):
-        x = _solve(sde, score, x_T, eps, steps, method, denoise, _seed_from(generator), levy)
+        out = _solve(sde, score, x_T, eps, steps, method, denoise, _seed_from(generator), levy, save)
+        x, states = out if save else (out, None)
     else:
         gens = list(generator)
         if len(gens) != x_T.shape[0]:
@@ -182,21 +194,24 @@ def sde_sample(
         parts = []
         for b, g in enumerate(gens):
             sb = score if cond is None or not torch.is_tensor(cond) else CountingScore(score_fn, cond[b : b + 1])
-            parts.append(_solve(sde, sb, x_T[b : b + 1], eps, steps, method, denoise, _seed_from(g), levy))
+            parts.append(_solve(sde, sb, x_T[b : b + 1], eps, steps, method, denoise, _seed_from(g), levy, save))
             if sb is not score:
                 score.nfe += sb.nfe
+        if save:  # per sample: (x_b, states_b); the states of step k of every sample side by side
+            states = [torch.cat(k) for k in zip(*(p[1] for p in parts))]
+            parts = [p[0] for p in parts]
         x = torch.cat(parts)
     if bar is not None:
         bar.close()
     guard.report(x, stacklevel=4)
-    return SampleResult(x=x, nfe=score.nfe, info={"method": method, "steps": steps, "nonfinite": guard.nonfinite})
+    info = {"method": method, "steps": steps, "nonfinite": guard.nonfinite}
+    res = SampleResult(x=x, nfe=score.nfe, info=info)
+    if save:
+        h = (sde.T - eps) / steps
+        times = torch.tensor([sde.T - k * h for k in range(1, steps)] + [float(eps)], dtype=torch.float64)
+        res.grid = torch.cat([torch.tensor([float(sde.T)], dtype=torch.float64), times])
+        observe_saved(sde, CountingScore(guard, cond), times, states, res, record=record, callback=callback)
+    return res
 
-
-register_sampler(
-    "sde",
-    solve=sde_sample,
-    default_grid="uniform",
-    doc="reverse SDE through torchsde (euler by default; method, dt)",
-)
 
 __all__ = ["sde_sample", "SDE_METHODS", "ITO_METHODS", "STRATONOVICH_METHODS"]

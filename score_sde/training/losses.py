@@ -32,7 +32,7 @@ dt, where lambda_snr = ln(alpha / sigma) is the half log-SNR. So sampling t with
 p(t) proportional to g^2 / sigma^2 -- the proposal that removes the likelihood weighting's variance --
 is sampling lambda_snr uniformly on [lambda_snr(T), lambda_snr(eps)] and mapping back with
 ``sde.t_from_log_snr`` (closed form for VP, sub-VP and VE). For VP the CDF is thus proportional to
-ln(e^{B(t)} - 1) = B(t) + ln(1 - e^{-B(t)}) (REFERENCE, "Losses"). Each draw carries the weight
+ln(e^{B(t)} - 1) = B(t) + ln(1 - e^{-B(t)}). Each draw carries the weight
 lambda(t) / (p(t) (T - eps)), so J keeps its value (1) -- the estimate is unbiased for any weighting.
 
 Discrete losses: :func:`ddpm_loss` is L_simple = E_i ||eps - eps_theta(sqrt(abar_i) x_0 +
