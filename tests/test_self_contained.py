@@ -11,7 +11,7 @@ PACKAGE = REPO / "score_sde"
 # names of notes that live outside the repository; a reader of the repository cannot follow them
 OUTSIDE = re.compile(r"\b(?:DESIGN|REFERENCE|STYLE)\.md\b|\bREFERENCE, \"|\bshared/|\bthe seed's\b|\bseed text\b")
 # known lines still to reword, in a module being split by another change (remove once they are gone)
-PENDING = ("the seed's eps^ = eps_u + s (eps_c - eps_u)", "which is the seed's formula since")
+PENDING: tuple[str, ...] = ()
 
 
 def _texts():

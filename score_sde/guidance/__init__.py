@@ -13,7 +13,7 @@ both s(x, t, c) and s(x, t, null) (classifier-free training, Ho & Salimans 2021)
 Score transforms (usable with every sampler, fixed-step or adaptive, since they are just a new
 ``score_fn(x, t, cond)``):
 
-- :class:`ClassifierFreeGuidance`: the seed's eps^ = eps_u + s (eps_c - eps_u). Because
+- :class:`ClassifierFreeGuidance`: the guided noise estimate eps^ = eps_u + s (eps_c - eps_u). Because
   score = -eps / sigma(t) is linear in eps with a coefficient common to both terms, the same
   combination holds in score form, s^ = s_u + s (s_c - s_u); optionally applied only for t in an
   interval (outside it the conditional score, s = 1, is used).

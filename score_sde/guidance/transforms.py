@@ -66,13 +66,13 @@ def _check_cfg_arguments(score_fn, scale, null_label, num_classes, null_context)
 
 
 class ClassifierFreeGuidance:
-    """Classifier-free guidance (Ho & Salimans 2021; the seed's eps^ = eps_u + s (eps_c - eps_u)).
+    """Classifier-free guidance (Ho & Salimans 2021; the guided noise estimate eps^ = eps_u + s (eps_c - eps_u)).
 
     In score form, with s_c = score(x, t, c) and s_u = score(x, t, null):
 
         s^(x, t, c) = s_u + scale (s_c - s_u)                                        (score form)
 
-    which is the seed's formula since eps = -sigma(t) score. scale = 0 is unconditional, 1 the
+    which is that formula since eps = -sigma(t) score. scale = 0 is unconditional, 1 the
     conditional model, > 1 sharpens towards the class. With ``interval=(t_lo, t_hi)`` guidance is
     applied only there; elsewhere the conditional score (scale 1) is returned.
 
