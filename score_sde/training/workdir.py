@@ -57,7 +57,7 @@ def _check_folder(folder: str, path: str) -> None:
 
 
 def _mkstemp(path: str, folder: str) -> tuple[int, str]:
-    """A temp file ``.tmp-<name>-XXXX<suffix>`` next to ``path`` (writers such as matplotlib read the format
+    """A temp file ``.tmp-<name>-<random><suffix>`` next to ``path`` (writers such as matplotlib read the format
     from the suffix)."""
     stem, suffix = os.path.splitext(os.path.basename(path))
     return tempfile.mkstemp(prefix=f"{TMP_PREFIX}{stem}-", suffix=suffix, dir=folder)
