@@ -233,7 +233,7 @@ class ScoreModel(nn.Module):
         return self._view(x, t, "x0", cond)
 
     def v(self, x: torch.Tensor, t, cond=None) -> torch.Tensor:
-        """Predicted velocity v = alpha eps - sigma x_0, shape like x."""
+        """Salimans & Ho's v = alpha eps - sigma x_0 (not the time derivative :meth:`velocity`), shape like x."""
         return self._view(x, t, "v", cond)
 
     def velocity(self, x: torch.Tensor, t, cond=None) -> torch.Tensor:
