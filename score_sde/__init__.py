@@ -4,7 +4,7 @@ The curated public API. The layers, each importing only those below it: sde -> a
 score/nets -> solvers -> likelihood -> guidance -> pretrained/evaluation -> training -> cli.
 """
 
-from . import analytic, guidance, nets, pretrained
+from . import analytic, guidance, metrics, nets, pretrained
 from .analytic import EmpiricalDistribution, Gaussian, GaussianMixture
 from .data_scaling import DataScaling
 from .guidance import ClassifierFreeGuidance, ClassifierGuidance, colorize, drop_condition, impute
@@ -33,6 +33,7 @@ __all__ = [
     "colorize",
     "drop_condition",
     "analytic",
+    "metrics",
     "nets",
     "pretrained",
     "GaussianMixture",

@@ -6,6 +6,9 @@ A network ``net(x, labels[, cond])`` may predict (with x = alpha x_0 + sigma eps
 ``eps``     the noise eps;                     score = -eps / sigma
 ``x0``      the clean data x_0 (a denoiser D); score = (alpha D - x) / sigma^2
 ``v``       v = alpha eps - sigma x_0 (Salimans & Ho 2022)
+``velocity`` u = alpha'(t) x_0 + sigma'(t) eps = d x_t / dt along the conditional path (flow matching,
+            Lipman et al. 2023; rectified flow, Liu et al. 2022: u = eps - x_0 for alpha = 1 - t,
+            sigma = t); its posterior mean is the PF-ODE drift f x - 1/2 g^2 score
 ``score``   grad_x log p_t(x) itself
 ``edm``     EDM's preconditioned denoiser (Karras et al. 2022, Table 1): in x~ = x/alpha,
             sigma~ = sigma/alpha, D = c_skip x~ + c_out F(c_in x~, c_noise) with
@@ -18,7 +21,23 @@ and it may be labelled with time by (all mappings live in :func:`time_labels`):
 ``continuous`` t itself; ``t999`` t (N - 1) (official continuous VP nets); ``discrete`` the
 integer index of the SDE's discrete chain (DDPM nets); ``sigma`` sigma(t) (official VE nets).
 
-:func:`convert` is the one place that maps between eps, x0, v and score.
+:func:`convert` is the one place that maps between eps, x0, v, velocity and score.
+
+``v`` and ``velocity`` are different quantities. Salimans & Ho's v is the derivative of x along the
+angle phi = arctan(sigma / alpha) of a variance-preserving path (x = cos phi x_0 + sin phi eps gives
+dx/dphi = v); it depends on alpha and sigma only. The ``velocity`` u is the derivative in the SDE's own
+time t, so it also needs alpha'(t) and sigma'(t). For x = alpha x_0 + sigma eps and u as above,
+
+    x_0 = (sigma' x - sigma u) / det,    eps = (alpha u - alpha' x) / det,    det = alpha sigma' - sigma alpha',  (V1)
+
+with det = -alpha sigma d lambda/dt > 0 (lambda = ln(alpha / sigma) decreases). In the other direction,
+from eps (x_0 = (x - sigma eps) / alpha),
+
+    u = (alpha'/alpha) x + (sigma' - sigma alpha'/alpha) eps = f x + g^2 / (2 sigma) eps
+      = f x - 1/2 g^2 score,                                                                      (V2)
+
+using f = alpha'/alpha and g^2 = 2 sigma (sigma' - f sigma) (:mod:`score_sde.sde.base`): the velocity view
+of a score is the probability-flow ODE drift (Song et al. 2021, eq. 13), for every linear SDE.
 """
 
 from __future__ import annotations
@@ -33,7 +52,8 @@ from torch import nn
 from .sde.base import LinearSDE
 from .utils import as_time, bcast
 
-PREDICTIONS = ("eps", "x0", "v", "score", "edm")
+PREDICTIONS = ("eps", "x0", "v", "velocity", "score", "edm")
+KINDS = ("eps", "x0", "v", "velocity", "score")  # what convert maps between
 TIME_LABELS = ("continuous", "t999", "discrete", "sigma", "edm")
 
 
@@ -52,14 +72,33 @@ def time_labels(sde: LinearSDE, t: torch.Tensor, kind: str) -> torch.Tensor:
     raise ValueError(f"unknown time_labels {kind!r}; choose one of {TIME_LABELS}")
 
 
-def convert(out: torch.Tensor, x: torch.Tensor, alpha: torch.Tensor, sigma: torch.Tensor, src: str, dst: str):
-    """Convert a prediction ``out`` of type ``src`` into type ``dst`` (each of eps, x0, v, score).
+def convert(
+    out: torch.Tensor,
+    x: torch.Tensor,
+    alpha: torch.Tensor,
+    sigma: torch.Tensor,
+    src: str,
+    dst: str,
+    *,
+    dalpha: torch.Tensor | None = None,
+    dsigma: torch.Tensor | None = None,
+):
+    """Convert a prediction ``out`` of type ``src`` into type ``dst`` (each of eps, x0, v, velocity, score).
 
     ``alpha`` and ``sigma`` are [B] (or broadcastable to x); x is the noisy input, shape [B, ...].
+    ``velocity`` (either side) also needs the derivatives ``dalpha`` = alpha'(t) and ``dsigma`` = sigma'(t)
+    ([B]; ``sde.dalpha_dt(t)``, ``sde.dsigma_dt(t)``); equations (V1), (V2) of the module docstring.
     """
-    a, s = bcast(alpha, x), bcast(sigma, x)
+    for kind in (src, dst):
+        if kind not in KINDS:
+            raise ValueError(f"unknown prediction type {kind!r}; choose one of {', '.join(KINDS)}")
     if src == dst:
         return out
+    a, s = bcast(alpha, x), bcast(sigma, x)
+    if "velocity" in (src, dst):
+        if dalpha is None or dsigma is None:
+            raise ValueError(f"converting {src!r} to {dst!r} needs dalpha = alpha'(t) and dsigma = sigma'(t)")
+        da, ds = bcast(dalpha, x), bcast(dsigma, x)
     # to eps and x0 first
     if src == "eps":
         eps, x0 = out, (x - s * out) / a
@@ -70,8 +109,9 @@ def convert(out: torch.Tensor, x: torch.Tensor, alpha: torch.Tensor, sigma: torc
     elif src == "v":
         n = a * a + s * s
         eps, x0 = (s * x + a * out) / n, (a * x - s * out) / n
-    else:
-        raise ValueError(f"unknown prediction type {src!r}; choose one of eps, x0, v, score")
+    else:  # velocity, (V1)
+        det = a * ds - s * da
+        eps, x0 = (a * out - da * x) / det, (ds * x - s * out) / det
     if dst == "eps":
         return eps
     if dst == "x0":
@@ -80,16 +120,24 @@ def convert(out: torch.Tensor, x: torch.Tensor, alpha: torch.Tensor, sigma: torc
         return -eps / s
     if dst == "v":
         return a * eps - s * x0
-    raise ValueError(f"unknown prediction type {dst!r}; choose one of eps, x0, v, score")
+    return da * x0 + ds * eps  # velocity
+
+
+def convert_at(sde: LinearSDE, t: torch.Tensor, out: torch.Tensor, x: torch.Tensor, src: str, dst: str):
+    """:func:`convert` with alpha, sigma (and, for ``velocity``, their derivatives) of ``sde`` at times t [B]."""
+    kw = {}
+    if "velocity" in (src, dst) and src != dst:
+        kw = dict(dalpha=sde.dalpha_dt(t).to(x), dsigma=sde.dsigma_dt(t).to(x))
+    return convert(out, x, sde.alpha(t).to(x), sde.sigma(t).to(x), src, dst, **kw)
 
 
 class ScoreModel(nn.Module):
-    """Wrap ``net(x, labels[, cond])`` into the views ``score``, ``eps``, ``denoise`` (and ``v``).
+    """Wrap ``net(x, labels[, cond])`` into the views ``score``, ``eps``, ``denoise`` (and ``v``, ``velocity``).
 
     Args:
         net: the network; called as ``net(x_in, labels)`` or ``net(x_in, labels, cond)``.
         sde: the forward SDE whose alpha(t), sigma(t) define the conversions.
-        prediction: one of ``eps`` (default), ``x0``, ``v``, ``score``, ``edm``.
+        prediction: one of ``eps`` (default), ``x0``, ``v``, ``velocity``, ``score``, ``edm``.
         time_labels: one of ``continuous`` (default), ``t999``, ``discrete``, ``sigma``
             (``edm`` predictions always get c_noise = ln(sigma~)/4).
         sigma_data: EDM's sigma_data (0.5).
@@ -170,7 +218,7 @@ class ScoreModel(nn.Module):
     def _view(self, x, t, dst, cond=None):
         t = self._check(x, t, dst)
         out, kind = self._raw(x, t, cond)
-        return convert(out, x, self.sde.alpha(t).to(x), self.sde.sigma(t).to(x), kind, dst)
+        return convert_at(self.sde, t, out, x, kind, dst)
 
     def score(self, x: torch.Tensor, t, cond=None) -> torch.Tensor:
         """grad_x log p_t(x), shape like x."""
@@ -185,8 +233,13 @@ class ScoreModel(nn.Module):
         return self._view(x, t, "x0", cond)
 
     def v(self, x: torch.Tensor, t, cond=None) -> torch.Tensor:
-        """Predicted velocity v = alpha eps - sigma x_0, shape like x."""
+        """Salimans & Ho's v = alpha eps - sigma x_0 (not the time derivative :meth:`velocity`), shape like x."""
         return self._view(x, t, "v", cond)
+
+    def velocity(self, x: torch.Tensor, t, cond=None) -> torch.Tensor:
+        """Predicted velocity u = alpha'(t) x_0 + sigma'(t) eps = the PF-ODE drift f x - 1/2 g^2 score, shape
+        like x (not Salimans & Ho's v: see the module docstring)."""
+        return self._view(x, t, "velocity", cond)
 
     def forward(self, x: torch.Tensor, t, cond=None) -> torch.Tensor:
         return self.score(x, t, cond)
@@ -197,9 +250,9 @@ def score_from_denoiser(denoiser: Callable, sde: LinearSDE) -> Callable:
 
     def score(x, t, *args):
         t = as_time(t, x)
-        return convert(denoiser(x, t, *args), x, sde.alpha(t).to(x), sde.sigma(t).to(x), "x0", "score")
+        return convert_at(sde, t, denoiser(x, t, *args), x, "x0", "score")
 
     return score
 
 
-__all__ = ["ScoreModel", "convert", "time_labels", "score_from_denoiser", "PREDICTIONS", "TIME_LABELS"]
+__all__ = ["ScoreModel", "convert", "convert_at", "time_labels", "score_from_denoiser", "PREDICTIONS", "TIME_LABELS"]

@@ -10,7 +10,7 @@ from score_sde.training import load_config
 REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "configs" / "README.md").read_text()
 ROWS = [line for line in README.splitlines() if re.match(r"\| `[\w.]+\.yaml` \|", line)]
-SDES = {"VP": "vpsde", "sub-VP": "subvpsde", "VE": "vesde"}
+SDES = {"VP": "vpsde", "sub-VP": "subvpsde", "VE": "vesde", "rectified flow": "rectified_flow", "EDM": "edm"}
 NETS = {"residual MLP": "mlp", "U-Net": "unet", "DDPM++": "ddpmpp", "NCSN++": "ncsnpp"}
 
 
@@ -24,10 +24,15 @@ def test_row_matches_the_yaml(row):
     cells = [c.strip() for c in row.strip("|").split("|")]
     name, sde_cell, model_cell = cells[0].strip("`"), cells[2], cells[3]
     cfg = load_config(REPO / "configs" / name)
-    kind, a, b = re.fullmatch(r"(sub-VP|VP|VE) \(([\d.]+), ([\d.]+)\)", sde_cell).groups()
-    assert cfg.sde.kind == SDES[kind]
-    pair = (cfg.sde.sigma_min, cfg.sde.sigma_max) if kind == "VE" else (cfg.sde.beta_min, cfg.sde.beta_max)
-    assert pair == (float(a), float(b))
+    flow = re.fullmatch(r"rectified flow \(T ([\d.]+)\)", sde_cell)
+    if flow:
+        assert cfg.sde.kind == "rectified_flow" and cfg.sde.T == float(flow.group(1))
+    else:
+        kind, a, b = re.fullmatch(r"(sub-VP|VP|VE|EDM) \(([\d.]+), ([\d.]+)\)", sde_cell).groups()
+        assert cfg.sde.kind == SDES[kind]
+        sigmas = kind in ("VE", "EDM")
+        pair = (cfg.sde.sigma_min, cfg.sde.sigma_max) if sigmas else (cfg.sde.beta_min, cfg.sde.beta_max)
+        assert pair == (float(a), float(b))
     net = next(v for k, v in NETS.items() if model_cell.startswith(k))
     assert cfg.model.kind == net
     m = cfg.model

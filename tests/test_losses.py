@@ -83,7 +83,7 @@ def test_all_targets_give_the_same_objective(sde_name):
     """For one network and the same (t, z), every target gives the same per-sample loss."""
     sde = SDES[sde_name]()
     torch.manual_seed(0)
-    for prediction in ("eps", "x0", "v", "score"):
+    for prediction in ("eps", "x0", "v", "velocity", "score"):
         net = MLPScoreNet(2, hidden=16, depth=1, emb_dim=8)
         model = ss.ScoreModel(net, sde, prediction=prediction)
         x0 = torch.randn(64, 2)

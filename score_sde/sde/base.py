@@ -100,6 +100,18 @@ class LinearSDE(ABC):
         """Inverse of :meth:`sigma_tilde`."""
         return self.t_from_log_snr(-torch.log(torch.as_tensor(sigma_tilde, dtype=torch.float64)))
 
+    def dalpha_dt(self, t) -> torch.Tensor:
+        """alpha'(t) = alpha(t) f(t), the mean coefficient's time derivative."""
+        t = self._t(t)
+        return self.alpha(t) * self.dlog_alpha_dt(t)
+
+    def dsigma_dt(self, t) -> torch.Tensor:
+        """sigma'(t) = (d sigma^2/dt) / (2 sigma) = (g^2 + 2 f sigma^2) / (2 sigma) (from the variance ODE;
+        undefined where sigma = 0, e.g. t = 0 of VP)."""
+        t = self._t(t)
+        s = self.sigma(t)
+        return (self.g2(t) + 2 * self.dlog_alpha_dt(t) * s**2) / (2 * s)
+
     def diffusion(self, t) -> torch.Tensor:
         """g(t)."""
         return torch.sqrt(self.g2(self._t(t)))

@@ -24,7 +24,8 @@ class GeneralLinearSDE(LinearSDE):
     Args:
         alpha, sigma: elementwise functions of a time tensor (differentiable by autograd).
         T: end time; prior_std: std of the prior N(0, prior_std^2 I).
-        dlog_alpha_dt, dsigma2_dt: optional closed-form derivatives.
+        dlog_alpha_dt, dsigma2_dt, dsigma_dt: optional closed-form derivatives (``dsigma_dt`` defaults to
+            autograd of ``sigma``, which stays finite where sigma = 0).
         N: steps of the Euler–Maruyama discretization; default_eps: sampling end time.
     """
 
@@ -39,8 +40,9 @@ class GeneralLinearSDE(LinearSDE):
         N: int = 1000,
         default_eps: float = 1e-3,
         name: str = "GeneralLinearSDE",
+        dsigma_dt: Fn | None = None,
     ):
-        self._alpha, self._sigma = alpha, sigma
+        self._alpha, self._sigma, self._dsigma = alpha, sigma, dsigma_dt
         self._dla, self._ds2 = dlog_alpha_dt, dsigma2_dt
         self.T, self.prior_std, self.N, self.default_eps, self.name = float(T), float(prior_std), N, default_eps, name
 
@@ -61,6 +63,10 @@ class GeneralLinearSDE(LinearSDE):
         t = self._t(t)
         return self._dla(t) if self._dla is not None else self._grad(lambda s: torch.log(self._alpha(s)), t)
 
+    def dsigma_dt(self, t):
+        t = self._t(t)
+        return self._dsigma(t) if self._dsigma is not None else self._grad(self._sigma, t)
+
     def g2(self, t):
         t = self._t(t)
         ds2 = self._ds2(t) if self._ds2 is not None else self._grad(lambda s: self._sigma(s) ** 2, t)
@@ -76,6 +82,7 @@ class GeneralLinearSDE(LinearSDE):
             sigma=lambda t: sigma_max * t,
             dlog_alpha_dt=lambda t: 0.0 * t,
             dsigma2_dt=lambda t: 2 * sigma_max**2 * t,
+            dsigma_dt=lambda t: sigma_max + 0.0 * t,
             prior_std=sigma_max,
             N=N,
             default_eps=sigma_min / sigma_max,
@@ -85,11 +92,14 @@ class GeneralLinearSDE(LinearSDE):
     @classmethod
     def rectified_flow(cls, T: float = 0.999, N: int = 1000) -> GeneralLinearSDE:
         """Rectified-flow / flow-matching path alpha = 1 - t, sigma = t (T < 1 keeps alpha > 0)."""
+        if isinstance(T, bool) or not isinstance(T, (int, float)) or not 0 < T < 1:
+            raise ValueError(f"rectified flow needs 0 < T < 1 (alpha(T) = 1 - T > 0); got T = {T!r}")
         return cls(
             alpha=lambda t: 1 - t,
             sigma=lambda t: t,
             dlog_alpha_dt=lambda t: -1 / (1 - t),
             dsigma2_dt=lambda t: 2 * t,
+            dsigma_dt=lambda t: 1.0 + 0.0 * t,
             T=T,
             N=N,
             name="RectifiedFlow",

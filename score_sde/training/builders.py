@@ -12,7 +12,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from ..sde import VESDE, VPSDE, SubVPSDE
+from ..sde import VESDE, VPSDE, GeneralLinearSDE, SubVPSDE
 from .config import SDE_KINDS, Config, ModelConfig
 
 IMAGE_NETS = ("unet", "ddpmpp", "ncsnpp")
@@ -30,6 +30,10 @@ def build_sde(cfg: Config):
         return VPSDE(s.beta_min, s.beta_max, N=s.N)
     if kind == "subvpsde":
         return SubVPSDE(s.beta_min, s.beta_max, N=s.N)
+    if kind == "rectified_flow":
+        return GeneralLinearSDE.rectified_flow(T=0.999 if s.T is None else s.T, N=s.N)
+    if kind == "edm":
+        return GeneralLinearSDE.edm(s.sigma_min, s.sigma_max, N=s.N)
     return VESDE(s.sigma_min, s.sigma_max, N=s.N)
 
 

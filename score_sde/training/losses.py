@@ -11,6 +11,8 @@ averaged over the batch. ``weighting`` names lambda(t), always in *score* units:
 * ``"g2"``: lambda = g^2 -- likelihood weighting (Song et al. 2021b, ScoreFlow): with
   ``reduce="sum"``, J equals the KL bound's score term, so J + const bounds -log p;
 * ``"none"``: lambda = 1 (the plain Fisher divergence; very noisy near t = 0);
+* ``"flow_matching"``: lambda = g^4 / 4 -- the conditional flow-matching loss ||u_theta - u||^2 with
+  u = alpha' x_0 + sigma' z (Lipman et al. 2023; Liu et al. 2022), see (2) below;
 * or a callable ``lambda(t) -> [B]``.
 
 Targets. The same objective can be written on the network's ``target`` (eps, x0, v or score):
@@ -20,10 +22,19 @@ r = s_theta + z / sigma,
     eps_theta - z   = -sigma r,                        ||.||^2 = sigma^2 ||r||^2
     x0_theta - x_0  = (sigma^2 / alpha) r,             ||.||^2 = sigma^4 / alpha^2 ||r||^2
     v_theta - v     = -(sigma (alpha^2 + sigma^2) / alpha) r,   v = alpha z - sigma x_0
+    u_theta - u     = -(g^2 / 2) r,                    u = alpha' x_0 + sigma' z (``velocity``)
     score           = r,
 
 so (1) is evaluated as lambda(t) / c_target(t) ||target_theta - target||^2 with c_eps = sigma^2,
-c_x0 = sigma^4/alpha^2, c_v = sigma^2 (alpha^2 + sigma^2)^2 / alpha^2, c_score = 1. Every target gives
+c_x0 = sigma^4/alpha^2, c_v = sigma^2 (alpha^2 + sigma^2)^2 / alpha^2, c_velocity = g^4 / 4, c_score = 1.
+The velocity line: for fixed x_t, u = f x_t + (g^2 / (2 sigma)) z (:mod:`score_sde.score`, eq. V2), so
+u_theta - u = (g^2 / (2 sigma)) (eps_theta - z) = -(g^2 / 2) r. Hence flow matching is this denoising loss
+with the weighting
+
+    ||u_theta - u||^2 = (g^4 / 4) ||r||^2 = g^4 / (4 sigma^2) ||eps_theta - z||^2,                  (2)
+
+lambda_FM = g^4 / 4 in score units, w(t) = g^4 / (4 sigma^2) = (sigma' - sigma alpha'/alpha)^2 on the eps loss;
+for rectified flow (alpha = 1 - t, sigma = t) w(t) = 1 / (1 - t)^2. Every target gives
 the same number for the same network, t and z (a test checks it); the choice only decides which
 quantity is formed without dividing by a small sigma (use the net's own prediction type).
 
@@ -47,7 +58,7 @@ from collections.abc import Callable
 
 import torch
 
-from ..score import ScoreModel, convert
+from ..score import ScoreModel, convert, convert_at
 from ..sde import VESDE, VPSDE
 from ..sde.base import LinearSDE
 from ..utils import Generator, bcast, check_finite, check_time, randn_like
@@ -131,8 +142,10 @@ def _as_model(model, sde: LinearSDE | None) -> tuple[Callable, LinearSDE]:
     raise TypeError(f"model must be a ScoreModel or a callable score(x, t); got {type(model).__name__}")
 
 
-def _target_scale2(target: str, alpha: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+def _target_scale2(target: str, alpha: torch.Tensor, sigma: torch.Tensor, g2: torch.Tensor) -> torch.Tensor:
     """c_target(t): ||target residual||^2 = c_target ||score residual||^2 (see the module docstring)."""
+    if target == "velocity":
+        return g2**2 / 4
     if target == "score":
         return torch.ones_like(sigma)
     if target == "eps":
@@ -143,7 +156,7 @@ def _target_scale2(target: str, alpha: torch.Tensor, sigma: torch.Tensor) -> tor
 
 
 def loss_weight(sde: LinearSDE, t: torch.Tensor, weighting: str | Callable) -> torch.Tensor:
-    """lambda(t) [B] of :func:`dsm_loss` for ``weighting`` in sigma2 / g2 / none or a callable."""
+    """lambda(t) [B] of :func:`dsm_loss` for ``weighting`` in sigma2 / g2 / none / flow_matching or a callable."""
     if callable(weighting):
         w = torch.as_tensor(weighting(t)).to(t)
         if w.shape != t.shape:
@@ -154,6 +167,8 @@ def loss_weight(sde: LinearSDE, t: torch.Tensor, weighting: str | Callable) -> t
         return sde.sigma(t) ** 2
     if weighting == "g2":
         return sde.g2(t)
+    if weighting == "flow_matching":
+        return sde.g2(t) ** 2 / 4
     return torch.ones_like(t)
 
 
@@ -222,8 +237,8 @@ def per_sample_dsm(
     Args:
         model: a :class:`~score_sde.score.ScoreModel` (or a plain ``score(x, t)`` with ``sde=``).
         x0: clean data [B, ...].
-        weighting: ``"sigma2"``, ``"g2"``, ``"none"`` or a callable lambda(t) -> [B].
-        target: ``"eps"``, ``"x0"``, ``"v"`` or ``"score"`` -- where the residual is formed.
+        weighting: ``"sigma2"``, ``"g2"``, ``"none"``, ``"flow_matching"`` or a callable lambda(t) -> [B].
+        target: ``"eps"``, ``"x0"``, ``"v"``, ``"velocity"`` or ``"score"`` -- where the residual is formed.
         importance_sampling: draw t with density proportional to g^2 / sigma^2 and reweight.
         reduce: ``"mean"`` over dims or ``"sum"`` (1/2 sum over dims).
         eps: smallest training time (1e-5).
@@ -258,18 +273,20 @@ def per_sample_dsm(
     alpha, sigma = sde.alpha(t).to(x0), sde.sigma(t).to(x0)
     xt = bcast(alpha, x0) * x0 + bcast(sigma, x0) * noise
     out, kind = raw(xt, t, cond)
-    pred = convert(out, xt, alpha, sigma, kind, target)
+    pred = convert_at(sde, t, out, xt, kind, target)
     if target == "eps":
         true = noise
     elif target == "x0":
         true = x0
     elif target == "v":
         true = bcast(alpha, x0) * noise - bcast(sigma, x0) * x0
+    elif target == "velocity":
+        true = bcast(sde.dalpha_dt(t).to(x0), x0) * x0 + bcast(sde.dsigma_dt(t).to(x0), x0) * noise
     else:
         true = -noise / bcast(sigma, x0)
     per = _reduce((pred - true) ** 2, reduce)
     lam = loss_weight(sde, t, weighting).to(x0)
-    return per * lam / _target_scale2(target, alpha, sigma) * w_is
+    return per * lam / _target_scale2(target, alpha, sigma, sde.g2(t).to(x0)) * w_is
 
 
 def dsm_loss(

@@ -80,6 +80,7 @@ def validate(cfg: Config, check_files: bool = True) -> Config:
         raise ValueError(f"config key 'sde.beta_max' = {s.beta_max} must exceed sde.beta_min = {s.beta_min}")
     if s.sigma_max <= s.sigma_min:
         raise ValueError(f"config key 'sde.sigma_max' = {s.sigma_max} must exceed sde.sigma_min = {s.sigma_min}")
+    _check_path(cfg)
     from ...score import PREDICTIONS, TIME_LABELS
 
     _choice("model.prediction", m.prediction, PREDICTIONS)
@@ -112,6 +113,46 @@ def validate(cfg: Config, check_files: bool = True) -> Config:
     _positive("data.n_test", d.n_test)
     _check_dataset(cfg, check_files)
     return cfg
+
+
+def _check_path(cfg: Config) -> None:
+    """The SDE's own keys, and the loss / prediction / sampler combinations it admits (refused here, before
+    training, rather than by the loss or the sampler later)."""
+    s, t, m = cfg.sde, cfg.training, cfg.model
+    kind = SDE_KINDS[s.kind]
+    if s.T is not None:
+        if kind != "rectified_flow":
+            raise ValueError(f"config key 'sde.T' is used by sde.kind = 'rectified_flow' only; got {s.kind!r}")
+        if not 0 < s.T < 1:
+            raise ValueError(f"config key 'sde.T' must lie in (0, 1) (alpha(T) = 1 - T > 0); got {s.T!r}")
+    need = {"ddpm": "vpsde", "smld": "vesde"}.get(t.loss)
+    if need is not None and kind != need:
+        raise ValueError(f"config key 'training.loss' = {t.loss!r} runs on the {need} chain; got sde.kind = {s.kind!r}")
+    if need is not None and m.prediction == "velocity":
+        raise ValueError(f"config key 'model.prediction' = 'velocity' needs training.loss = 'dsm'; got {t.loss!r}")
+    _check_sampler(cfg)
+
+
+def _check_sampler(cfg: Config) -> None:
+    """A fixed-grid sampler's own check against the config's SDE (e.g. ancestral sampling exists for VP and
+    VE only), run now: ValueError naming ``sampling.sampler``."""
+    from ...solvers.registry import SAMPLERS
+    from ..builders import build_sde
+    from ..services import sampler_options
+
+    spec = SAMPLERS.get(cfg.sampling.sampler)
+    if spec is None or spec.build is None or spec.solve is not None:
+        return
+    try:
+        stepper = spec.build(**sampler_options(cfg))
+    except (TypeError, ValueError) as e:
+        raise type(e)(f"config key 'sampling.sampler' = {cfg.sampling.sampler!r}: {e}") from None
+    try:
+        stepper.check(build_sde(cfg))
+    except ValueError as e:
+        raise ValueError(
+            f"config key 'sampling.sampler' = {cfg.sampling.sampler!r} does not fit sde.kind = {cfg.sde.kind!r}: {e}"
+        ) from None
 
 
 def _check_dataset(cfg: Config, check_files: bool) -> None:

@@ -16,10 +16,12 @@ SDE_KINDS = {
     "subvp": "subvpsde",
     "vesde": "vesde",
     "ve": "vesde",
+    "rectified_flow": "rectified_flow",
+    "edm": "edm",
 }
 LOSSES = ("dsm", "ddpm", "smld")
-WEIGHTINGS = ("sigma2", "g2", "none")
-TARGETS = ("eps", "x0", "v", "score")
+WEIGHTINGS = ("sigma2", "g2", "none", "flow_matching")
+TARGETS = ("eps", "x0", "v", "velocity", "score")
 REDUCES = ("mean", "sum")
 DTYPES = ("float32", "float64")
 # data sets that read a file or folder given by ``data.root``
@@ -58,7 +60,7 @@ class ModelConfig:
     """``model``: the score network and how its output is read.
 
     kind: ``mlp`` (low-dimensional data) or ``unet`` / ``ddpmpp`` / ``ncsnpp`` (images).
-    prediction: what the net predicts (``eps``, ``x0``, ``v``, ``score``, ``edm``); see ScoreModel.
+    prediction: what the net predicts (``eps``, ``x0``, ``v``, ``velocity``, ``score``, ``edm``); see ScoreModel.
     time_labels: the label the net receives (``continuous`` t, ``t999``, ``discrete``, ``sigma``).
     embedding: time embedding, ``sinusoidal`` (DDPM positional) or ``fourier`` (Gaussian Fourier
         features, NCSN++ for VE with ``fourier_scale`` 16).
@@ -99,9 +101,12 @@ class ModelConfig:
 
 @dataclass
 class SDEConfig:
-    """``sde``: the forward SDE. kind: ``vpsde``, ``subvpsde`` or ``vesde`` (also ``vp``/``subvp``/``ve``).
+    """``sde``: the forward SDE. kind: ``vpsde``, ``subvpsde`` or ``vesde`` (also ``vp``/``subvp``/``ve``), or a
+    general linear path: ``rectified_flow`` (alpha = 1 - t, sigma = t; ``GeneralLinearSDE.rectified_flow``) or
+    ``edm`` (alpha = 1, sigma = sigma_max t on [sigma_min / sigma_max, 1]; ``GeneralLinearSDE.edm``).
 
-    beta_min, beta_max: VP / sub-VP schedule (0.1, 20). sigma_min, sigma_max: VE (0.01, 50).
+    beta_min, beta_max: VP / sub-VP schedule (0.1, 20). sigma_min, sigma_max: VE (0.01, 50) and EDM (set them;
+    EDM's paper uses 0.002, 80). T: end time of ``rectified_flow`` only (None: 0.999; must lie in (0, 1)).
     N: number of steps of the matching discrete chain (1000).
     """
 
@@ -111,6 +116,7 @@ class SDEConfig:
     sigma_min: float = 0.01
     sigma_max: float = 50.0
     N: int = 1000
+    T: float | None = None
 
 
 @dataclass
@@ -122,8 +128,10 @@ class TrainingConfig:
     warmup: linear warmup steps of the learning rate (5000). grad_clip: max gradient norm (1.0; < 0 off).
     ema_rate: EMA decay; None picks the official default, 0.9999 for VP / sub-VP and 0.999 for VE.
     accum_steps: gradient-accumulation micro-batches per step (batch_size must divide evenly).
-    loss: ``dsm`` (continuous), ``ddpm`` (L_simple), ``smld``. weighting: ``sigma2`` (eps loss),
-        ``g2`` (likelihood weighting), ``none``. target: ``eps``, ``x0``, ``v``, ``score``.
+    loss: ``dsm`` (continuous), ``ddpm`` (L_simple, VP only), ``smld`` (VE only). weighting: ``sigma2`` (eps
+        loss), ``g2`` (likelihood weighting), ``none``, ``flow_matching`` (||u_theta - u||^2, the conditional
+        flow-matching loss as a weighting of DSM; see :mod:`score_sde.training.losses`). target: ``eps``,
+        ``x0``, ``v``, ``velocity``, ``score``.
     importance_sampling: draw t from g^2/sigma^2 (with ``g2`` weighting). reduce: ``mean`` or ``sum``.
     eps: smallest training time (1e-5). seed: seed of initialisation, batches and noise.
     cond_drop: probability of replacing a class label by the null label (``model.num_classes``) during
