@@ -30,6 +30,7 @@ class _AugmentedPFODE:
         self.probes_work = None if probes is None else probes.to(work_dtype)
         self.create_graph = create_graph  # None: decided at the first call
         self.vjp = _VJP()
+        self.dims = None  # [D] * B in the state dtype: the x-coefficient of the Delta row, made once
 
     def __call__(self, t, y):
         xs = y[: self.n].view(self.shape)  # in the state dtype; the score sees x in the work dtype
@@ -57,8 +58,12 @@ class _AugmentedPFODE:
         # the PF drift is linear in (x, s), and its divergence is the same formula at (D, div s):
         # d[x, Delta]/dt = f(t) [x, D] - 1/2 g(t)^2 [s, div s], one shared drift on the flat state
         tc = t.to(x.dtype) if keep else t.detach().to(torch.float64)
-        xd = torch.cat((y[: self.n], y.new_full((B,), D)))
-        return self.sde.reverse_drift(xd, tc, torch.cat((s.reshape(-1).to(y.dtype), div_s.to(y.dtype))))
+        if self.dims is None or self.dims.dtype != y.dtype or self.dims.device != y.device:
+            self.dims = y.new_full((B,), D)
+        # torch.cat casts s (work dtype) to the dtype of div s (the state's, but for a score constant in x) in its copy
+        sd = torch.cat((s.reshape(-1), div_s))
+        sd = sd if sd.dtype == y.dtype else sd.to(y.dtype)
+        return self.sde.reverse_drift(torch.cat((y[: self.n], self.dims)), tc, sd)
 
 
 def _split_norm(n: int) -> Callable:
