@@ -152,12 +152,14 @@ def main(argv=None):
 
 def augmented_rhs(sde, net, x, probe):
     """The right-hand side ``ss.log_likelihood`` integrates (Hutchinson, float64 state), built as it builds it."""
+    from score_sde.likelihood import DivergenceOptions
     from score_sde.likelihood.augmented import _AugmentedPFODE
     from score_sde.solvers.base import CountingScore
     from score_sde.utils import ScoreGuard
 
     score = CountingScore(ScoreGuard(net, "likelihood_overhead"))
-    return _AugmentedPFODE(sde, score, "hutchinson", probe[None].double(), 1, False, x.dtype, tuple(x.shape))
+    div = DivergenceOptions("hutchinson", probes=probe[None].double(), chunk_size=1, create_graph=False)
+    return _AugmentedPFODE(sde, score, div, x.dtype, tuple(x.shape))
 
 
 if __name__ == "__main__":

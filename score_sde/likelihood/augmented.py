@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import replace
 
 import torch
 
@@ -12,6 +13,7 @@ from ..solvers.base import CountingScore
 from ..solvers.ode import ADAPTIVE_METHODS, odeint_clamped
 from ..utils import flat_dim
 from .divergence import _VJP, _depends_on_other_leaf, _divergence_exact, _divergence_hutchinson, _no_graph_divergence
+from .options import DivergenceOptions, ODESolveOptions
 
 
 class _AugmentedPFODE:
@@ -23,12 +25,14 @@ class _AugmentedPFODE:
     graph to keep it is formed outside autograd at a detached float64 time, so each call costs one forward
     and the vector-Jacobian products of the divergence, little else."""
 
-    def __init__(self, sde, score, divergence, probes, chunk_size, create_graph, work_dtype, shape):
+    def __init__(self, sde, score: CountingScore, div: DivergenceOptions, work_dtype: torch.dtype, shape: tuple):
+        """div: the resolved divergence options (``probes`` a tensor [k, B, ...] in the state dtype, or None for
+        ``"exact"``); work_dtype: the dtype the score sees x in; shape: x's shape [B, ...]."""
         self.sde, self.score, self.work, self.shape = sde, score, work_dtype, shape
         self.n = math.prod(shape)  # the flat state is [x.flatten(), Delta]: n + B entries
-        self.divergence, self.probes, self.chunk_size = divergence, probes, chunk_size
-        self.probes_work = None if probes is None else probes.to(work_dtype)
-        self.create_graph = create_graph  # None: decided at the first call
+        self.divergence, self.probes, self.chunk_size = div.kind, div.probes, div.chunk_size
+        self.probes_work = None if div.probes is None else div.probes.to(work_dtype)
+        self.create_graph = div.create_graph  # None: decided at the first call
         self.vjp = _VJP()
         self.dims = None  # [D] * B in the state dtype: the x-coefficient of the Delta row, made once
 
@@ -80,29 +84,29 @@ def _split_norm(n: int) -> Callable:
     return norm
 
 
-def _solve_augmented(
-    sde, score_fn, x, eps, divergence, probes, chunk_size, create_graph, rtol, atol, method, options, state_dtype
-):
-    """(z, Delta, nfe): the augmented state at T in ``state_dtype``; the score is evaluated in x's dtype."""
+def _solve_augmented(sde, score_fn, x: torch.Tensor, eps: float, div: DivergenceOptions, solve: ODESolveOptions):
+    """(z, Delta, nfe): the augmented state at T in ``solve.state_dtype``, z [B, ...] and Delta [B]; the score is
+    evaluated in x's dtype. ``div`` is resolved (probes a tensor or None, chunk_size and create_graph decided)."""
     score = CountingScore(score_fn)
-    probes = None if probes is None else probes.to(state_dtype)
-    func = _AugmentedPFODE(sde, score, divergence, probes, chunk_size, create_graph, x.dtype, tuple(x.shape))
-    if create_graph is False:
+    state_dtype = solve.state_dtype
+    div = replace(div, probes=None if div.probes is None else div.probes.to(state_dtype))
+    func = _AugmentedPFODE(sde, score, div, x.dtype, tuple(x.shape))
+    if div.create_graph is False:
         x = x.detach()
-    x = x.to(state_dtype)
-    times = torch.tensor([eps, sde.T], dtype=x.dtype, device=x.device)
-    options = dict(options or {})  # odeint_clamped makes an adaptive last step land on T (step_t)
-    if method in ADAPTIVE_METHODS and "norm" not in options:
+    x_state = x.to(state_dtype)
+    times = torch.tensor([eps, sde.T], dtype=state_dtype, device=x.device)
+    options = dict(solve.options or {})  # odeint_clamped makes an adaptive last step land on T (step_t)
+    if solve.method in ADAPTIVE_METHODS and "norm" not in options:
         options = {**options, "norm": _split_norm(func.n)}
     sol = odeint_clamped(
         func,
-        torch.cat((x.reshape(-1), x.new_zeros(x.shape[0]))),
+        torch.cat((x_state.reshape(-1), x_state.new_zeros(x.shape[0]))),
         times,
         lo=eps,
         hi=sde.T,
-        rtol=rtol,
-        atol=atol,
-        method=method,
+        rtol=solve.rtol,
+        atol=solve.atol,
+        method=solve.method,
         options=options,
     )
     z, delta = sol.y[: func.n].view(x.shape), sol.y[func.n :]

@@ -12,6 +12,7 @@ from ..solvers.base import CountingScore
 from ..solvers.ode import odeint_clamped, probability_flow_drift
 from ..utils import flat_dim
 from .divergence import _VJP, _depends_on_other_leaf, _divergence_exact, _divergence_hutchinson, _no_graph_divergence
+from .options import DivergenceOptions, ODESolveOptions
 
 # ---- the quadrature scheme: x(t) by the PF-ODE, Delta by adaptive quadrature along it ----------------
 QUAD_PATH_TOL = 0.1  # the x-solve of the quadrature scheme runs at this fraction of rtol, atol (see _solve_quadrature)
@@ -31,16 +32,18 @@ class _PathScore:
             return self.score(x.to(self.work), t.to(self.work)).to(x.dtype)
 
 
-def _solve_quadrature(
-    sde, score_fn, x, eps, divergence, probes, chunk_size, create_graph, rtol, atol, method, options, state_dtype
-):
+def _solve_quadrature(sde, score_fn, x: torch.Tensor, eps: float, div: DivergenceOptions, solve: ODESolveOptions):
     """(z, Delta, nfe, info) with Delta = D ln(alpha_T / alpha_eps) - 1/2 \\int g^2 div s dt, the integral by
     adaptive composite Clenshaw–Curtis quadrature (:mod:`score_sde.quadrature`) at nodes on the PF-ODE path.
 
     The path is solved QUAD_PATH_TOL = 10x tighter than rtol, atol: the integrand can be far more sensitive to
     x than x itself is to the solver's error (uniform data near its box's faces: at the same tolerance Delta
     was off by 1.2e-3 bits/dim at 1e-5; with the 10x tighter path 2.5e-4). The path needs
-    forward passes only, so this is cheap where the scheme pays (the exact divergence at the nodes)."""
+    forward passes only, so this is cheap where the scheme pays (the exact divergence at the nodes).
+
+    ``div`` is resolved (probes a tensor [k, B, ...] or None; ``chunk_size`` None: sized per batch of nodes)."""
+    divergence, probes, chunk_size, create_graph = div.kind, div.probes, div.chunk_size, div.create_graph
+    rtol, atol, method, options, state_dtype = solve.rtol, solve.atol, solve.method, solve.options, solve.state_dtype
     score = CountingScore(score_fn)
     work, shape, B, D = x.dtype, tuple(x.shape), x.shape[0], flat_dim(x)
     keep = create_graph
