@@ -55,6 +55,7 @@ import torch
 
 from ..analytic import GaussianMixture
 from ..data_scaling import DataScaling
+from ..testing import ring_mixture
 from ..utils import Generator
 
 SPLITS = ("train", "test")
@@ -174,10 +175,9 @@ def _path(root, what: str) -> Path:
 
 # ---- toy 2-D sets ------------------------------------------------------------------------------------
 def mixture_distribution(components: int = 8, radius: float = 2.0, std: float = 0.25) -> GaussianMixture:
-    """Equal-weight isotropic Gaussians N(r (cos 2 pi k/K, sin 2 pi k/K), std^2 I), k = 0..K-1."""
-    ang = 2 * math.pi * torch.arange(components, dtype=torch.float64) / components
-    means = radius * torch.stack([torch.cos(ang), torch.sin(ang)], 1)
-    return GaussianMixture(torch.ones(components), means, torch.full((components,), float(std) ** 2))
+    """Equal-weight isotropic Gaussians N(r (cos 2 pi k/K, sin 2 pi k/K), std^2 I), k = 0..K-1
+    (:func:`score_sde.testing.ring_mixture`)."""
+    return ring_mixture(components, radius, std)
 
 
 def _toy_mixture(n, g, components=8, radius=2.0, std=0.25):
