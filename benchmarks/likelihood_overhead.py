@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
 import statistics
 import time
 from pathlib import Path
@@ -81,7 +82,7 @@ def main(argv=None):
     print(
         f"torch {torch.__version__}, {args.threads} thread(s), CPU; VP, MLP {d}-{args.width}x3-{d}, batch {B}, "
         f"float32 data, Hutchinson (1 Rademacher probe), rtol = atol = {tol:g}; {args.clock} time, medians of "
-        f"{args.repeats} interleaved runs"
+        f"{args.repeats} interleaved runs; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
     )
 
     def bare_fb():
