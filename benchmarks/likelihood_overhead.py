@@ -126,6 +126,12 @@ def main(argv=None):
             f"    {name:<27s} {sec * 1e3:8.1f} ms, {res.nfe:4d} RHS, {per * 1e3:6.3f} ms/RHS = {per / fb:5.3f} x F+B; "
             f"speed-up vs official x{sec_o / sec:5.2f}"
         )
+    # where the time of the whole call goes: inside our right-hand side (score, divergence, drift) or in the solver
+    splits = [split_time(clock, ours()) for _ in range(args.repeats)]
+    inside, total, nfe = (statistics.median(v) for v in zip(*splits))
+    print(f"  the default call split (medians): {inside / nfe * 1e3:6.3f} ms/RHS inside our right-hand side "
+          f"({inside / nfe / fb:5.3f} x F+B), {(total - inside) / nfe * 1e3:6.3f} ms/RHS in the ODE solver "
+          f"(torchdiffeq dopri5 and its wrapper; {(total - inside) / nfe / fb:5.3f} x F+B)")
     # accuracy at this tolerance, against the same ODE (same probe) solved in float64 at 1e-10
     net64 = peer.MLPScore(d, args.width).double()
     ref = ss.log_likelihood(sde, net64, x.double(), divergence="hutchinson", probes=probe, rtol=1e-10, atol=1e-10)
@@ -149,6 +155,30 @@ def main(argv=None):
     print(f"  equal accuracy: our default at rtol = atol = {t_s:g} (loosest of {[f'{v:g}' for v in ladder]} with error "
           f"<= the official's): {res.nfe} RHS, error {err(res.z, res.delta):.2e}, {sec_s * 1e3:.1f} ms against "
           f"{sec_o * 1e3:.1f} ms: speed-up x{sec_o / sec_s:5.2f}")
+
+
+def split_time(clock, run):
+    """(time inside the augmented right-hand side, total time, NFE) of one call of ``run``: the right-hand side's
+    ``__call__`` is wrapped with a timer for the call and put back afterwards."""
+    from score_sde.likelihood.augmented import _AugmentedPFODE
+
+    spent = [0.0]
+    original = _AugmentedPFODE.__call__
+
+    def timed(self, t, y):
+        t0 = clock()
+        out = original(self, t, y)
+        spent[0] += clock() - t0
+        return out
+
+    _AugmentedPFODE.__call__ = timed
+    try:
+        t0 = clock()
+        res = run()
+        total = clock() - t0
+    finally:
+        _AugmentedPFODE.__call__ = original
+    return spent[0], total, res.nfe
 
 
 def augmented_rhs(sde, net, x, probe):
