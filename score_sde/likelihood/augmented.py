@@ -37,26 +37,26 @@ class _AugmentedPFODE:
         self.dims = None  # [D] * B in the state dtype: the x-coefficient of the Delta row, made once
 
     def __call__(self, t, y):
-        xs = y[: self.n].view(self.shape)  # in the state dtype; the score sees x in the work dtype
-        x = xs.to(self.work)
+        x_state = y[: self.n].view(self.shape)  # names: x_state (state dtype), x (work dtype), x_leaf (graph leaf)
+        x = x_state.to(self.work)
         B, D = x.shape[0], flat_dim(x)
         # odeint_clamped keeps t inside [eps, T]. When the state carries a graph so does t (torchdiffeq's
         # first step depends on y0); t then stays a tensor so that the gradient of the discrete flow is
         # consistent. Otherwise the schedule is evaluated at the detached time in float64.
-        keep = self.create_graph is not False and (xs.requires_grad or t.requires_grad)
+        keep = self.create_graph is not False and (x_state.requires_grad or t.requires_grad)
         tv = t.to(x.dtype).expand(B)
         with torch.enable_grad():
-            xin = x if keep and x.requires_grad else x.detach().requires_grad_(True)
-            s = self.score(xin, tv)
+            x_leaf = x if keep and x.requires_grad else x.detach().requires_grad_(True)
+            s = self.score(x_leaf, tv)
             if self.create_graph is None:
-                self.create_graph = keep or _depends_on_other_leaf(s, xin)
+                self.create_graph = keep or _depends_on_other_leaf(s, x_leaf)
             cg = self.create_graph
             if not s.requires_grad:
-                div_s = _no_graph_divergence(self.score.fn, s, xin, tv)
+                div_s = _no_graph_divergence(self.score.fn, s, x_leaf, tv)
             elif self.divergence == "exact":
-                div_s = _divergence_exact(s, xin, self.vjp, cg, self.chunk_size, xs.dtype)
+                div_s = _divergence_exact(s, x_leaf, self.vjp, cg, self.chunk_size, x_state.dtype)
             else:
-                div_s = _divergence_hutchinson(s, xin, self.probes_work, self.probes, self.vjp, cg)
+                div_s = _divergence_hutchinson(s, x_leaf, self.probes_work, self.probes, self.vjp, cg)
         if not cg:
             s, div_s = s.detach(), div_s.detach()
         # the PF drift is linear in (x, s), and its divergence is the same formula at (D, div s):
