@@ -23,18 +23,15 @@ import argparse
 import json
 import math
 import os
-import sys
 import time
 
 import torch
 
+import score_sde as ss
+from score_sde import guidance as G
+from score_sde.metrics import mmd_permutation_pvalue
+
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "tests"))
-
-import score_sde as ss  # noqa: E402
-from score_sde import guidance as G  # noqa: E402
-from score_sde.metrics import mmd_permutation_pvalue  # noqa: E402
-
 RESULTS = os.path.join(HERE, "results")
 
 
@@ -48,7 +45,7 @@ def _mmd_p(x, y, seed=0):
 
 
 def part_a(fast: bool) -> dict:
-    from problems import mixture_2d, random_mixture
+    from score_sde.testing import mixture_2d, random_mixture
 
     torch.set_default_dtype(torch.float64)
     out = {}

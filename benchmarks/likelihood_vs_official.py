@@ -61,41 +61,15 @@ import torch
 from scipy.integrate import solve_ivp
 
 import score_sde as ss
-from score_sde.analytic import GaussianMixture
+from score_sde import testing
 
 EPS = 1e-5
 SCHEMES = ("augmented", "quadrature")  # score_sde.log_likelihood(scheme=...)
 
 
 # ---- problems -------------------------------------------------------------------------------------
-def random_mixture(d: int, k: int = 3, seed: int = 0) -> GaussianMixture:
-    """A random 3-component mixture with full covariances (same recipe as tests/problems.py)."""
-    g = torch.Generator().manual_seed(seed)
-    means = 2.0 * torch.randn(k, d, generator=g, dtype=torch.float64)
-    A = torch.randn(k, d, d, generator=g, dtype=torch.float64) / d**0.5
-    covs = 0.1 * A @ A.transpose(-1, -2) + 0.05 * torch.eye(d, dtype=torch.float64)
-    w = torch.rand(k, generator=g, dtype=torch.float64) + 0.5
-    return GaussianMixture(w, means, covs)
-
-
-class ProductOfMixtures:
-    """d independent coordinates, each the same 1-D two-component mixture: diagonal score Jacobian."""
-
-    def __init__(self, d: int):
-        self.one = GaussianMixture([0.3, 0.7], [[-1.5], [1.0]], [0.2, 0.4])
-        self.d = d
-
-    def _t(self, x, t):
-        return torch.as_tensor(t, dtype=torch.float64).expand(x.shape[0]).repeat_interleave(self.d)
-
-    def score(self, x, t, sde):
-        return self.one.score(x.reshape(-1, 1), self._t(x, t), sde).reshape(x.shape)
-
-    def log_prob(self, x, t, sde):
-        return self.one.log_prob(x.reshape(-1, 1), self._t(x, t), sde).reshape(x.shape[0], -1).sum(1)
-
-    def sample(self, n, generator):
-        return self.one.sample(n * self.d, generator).reshape(n, self.d)
+random_mixture = testing.random_mixture  # K = 3 components with full covariances (the tests' recipe)
+ProductOfMixtures = testing.ProductOfMixtures  # d independent 1-D mixtures: a diagonal score Jacobian
 
 
 # ---- (a) the official loop, written from its description ---------------------------------------------

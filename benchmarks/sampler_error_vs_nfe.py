@@ -41,7 +41,7 @@ import torch
 from scipy.integrate import solve_ivp
 
 import score_sde as ss
-from score_sde import metrics
+from score_sde import metrics, testing
 from score_sde.solvers.fast import dpm_solver_fast_orders
 
 F64 = torch.float64
@@ -54,21 +54,13 @@ BETAS = torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64)
 # problems
 # ---------------------------------------------------------------------------------------------
 def random_mixture(d: int, k: int, seed: int, scale: float = 2.0) -> ss.GaussianMixture:
-    g = torch.Generator().manual_seed(seed)
-    means = scale * torch.randn(k, d, generator=g, dtype=F64)
-    A = torch.randn(k, d, d, generator=g, dtype=F64) / d**0.5
-    covs = 0.1 * A @ A.transpose(-1, -2) + 0.02 * torch.eye(d, dtype=F64)
-    w = torch.rand(k, generator=g, dtype=F64) + 0.5
-    return ss.GaussianMixture(w, means, covs)
+    """:func:`score_sde.testing.random_mixture` with covariance jitter 0.02 (sharper components than the tests')."""
+    return testing.random_mixture(d, k, seed, scale, jitter=0.02)
 
 
 def mixtures(quick: bool) -> dict[str, ss.GaussianMixture]:
     mix = {
-        "2d-3": ss.GaussianMixture(
-            [0.2, 0.5, 0.3],
-            [[-2.0, -1.0], [1.5, 0.5], [0.0, 2.5]],
-            [[[0.30, 0.10], [0.10, 0.20]], [[0.20, -0.05], [-0.05, 0.40]], [[0.15, 0.0], [0.0, 0.10]]],
-        ),
+        "2d-3": testing.mixture_2d(),
         "2d-8": random_mixture(2, 8, seed=1),
         "16d-4": random_mixture(16, 4, seed=2),
         "16d-8": random_mixture(16, 8, seed=3),

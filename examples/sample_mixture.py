@@ -15,6 +15,7 @@ import time
 import torch
 
 import score_sde as ss
+from score_sde.testing import mixture_2d
 
 SAMPLERS = {
     "ancestral (DDPM)": dict(sampler="ancestral", steps=500),
@@ -34,11 +35,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     torch.set_default_dtype(torch.float64)
 
-    gmm = ss.GaussianMixture(
-        [0.2, 0.5, 0.3],
-        [[-2.0, -1.0], [1.5, 0.5], [0.0, 2.5]],
-        [[[0.30, 0.10], [0.10, 0.20]], [[0.20, -0.05], [-0.05, 0.40]], [[0.15, 0.0], [0.0, 0.10]]],
-    )
+    gmm = mixture_2d()  # three separated components with full covariances (the tests' 2-D problem)
     sde = {"vp": ss.VPSDE(), "subvp": ss.SubVPSDE(), "ve": ss.VESDE()}[args.sde]
     score_fn = gmm.score_fn(sde)
     exact = gmm.sample(args.n, generator=torch.Generator().manual_seed(args.seed + 1))

@@ -29,6 +29,7 @@ import torch
 
 import score_sde as ss
 from score_sde.metrics import mmd_rbf, sliced_w2  # noqa: F401 (re-exported: common.sliced_w2)
+from score_sde.testing import make_sde, mixture_2d  # noqa: F401 (the shared exact problem: common.mixture_2d)
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -230,27 +231,7 @@ def md_table(header: list[str], rows: list[list]) -> str:
     return "\n".join(lines)
 
 
-# ---- shared 2-D problem --------------------------------------------------------------------------
-
-
-def mixture_2d() -> ss.GaussianMixture:
-    """The 2-D test problem of the tables: three separated components with full covariances
-    (the same mixture as tests/problems.py)."""
-    return ss.GaussianMixture(
-        [0.2, 0.5, 0.3],
-        [[-2.0, -1.0], [1.5, 0.5], [0.0, 2.5]],
-        [[[0.30, 0.10], [0.10, 0.20]], [[0.20, -0.05], [-0.05, 0.40]], [[0.15, 0.0], [0.0, 0.10]]],
-    )
-
-
-def make_sde(kind: str, N: int = 1000):
-    if kind == "vp":
-        return ss.VPSDE(0.1, 20.0, N=N)
-    if kind == "subvp":
-        return ss.SubVPSDE(0.1, 20.0, N=N)
-    if kind == "ve":
-        return ss.VESDE(0.01, 50.0, N=N)
-    raise ValueError(f"unknown SDE kind {kind!r}; choose vp, subvp or ve")
+# ---- shared 2-D problem: mixture_2d and make_sde come from score_sde.testing -----------------------
 
 
 def reference_sample(gmm: ss.GaussianMixture, n: int, seed: int = 12345) -> torch.Tensor:

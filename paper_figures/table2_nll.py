@@ -20,6 +20,7 @@ import torch
 
 import score_sde as ss
 from paper_figures import common
+from score_sde import testing
 
 NAME = "table2"
 
@@ -43,14 +44,11 @@ FAST = dict(dims=(2, 8), n_points=16, tols=(1e-5,), digits_iters=40, digits_test
 
 
 def random_mixture(d: int, k: int = 3, seed: int = 0) -> ss.GaussianMixture:
-    """A K-component mixture in d dimensions with random means (scale 2) and full covariances."""
+    """A K-component mixture in d dimensions with random means (scale 2) and full covariances
+    (:func:`score_sde.testing.random_mixture`); in 2-D the tables' fixed mixture."""
     if d == 2:
         return common.mixture_2d()
-    g = torch.Generator().manual_seed(seed)
-    means = 2.0 * torch.randn(k, d, generator=g, dtype=torch.float64)
-    A = torch.randn(k, d, d, generator=g, dtype=torch.float64) / math.sqrt(d)
-    covs = 0.1 * A @ A.transpose(-1, -2) + 0.05 * torch.eye(d, dtype=torch.float64)
-    return ss.GaussianMixture(torch.rand(k, generator=g, dtype=torch.float64) + 0.5, means, covs)
+    return testing.random_mixture(d, k, seed)
 
 
 def exact_part(cfg: Config) -> dict:

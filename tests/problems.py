@@ -5,38 +5,8 @@ import torch
 import score_sde as ss
 from score_sde import metrics
 
-SDES = {
-    "vp": lambda: ss.VPSDE(0.1, 20.0, N=1000),
-    "subvp": lambda: ss.SubVPSDE(0.1, 20.0, N=1000),
-    "ve": lambda: ss.VESDE(0.01, 50.0, N=1000),
-}
-
-
-def mixture_2d() -> ss.GaussianMixture:
-    """Three well-separated 2-D components with full covariances."""
-    return ss.GaussianMixture(
-        [0.2, 0.5, 0.3],
-        [[-2.0, -1.0], [1.5, 0.5], [0.0, 2.5]],
-        [[[0.30, 0.10], [0.10, 0.20]], [[0.20, -0.05], [-0.05, 0.40]], [[0.15, 0.0], [0.0, 0.10]]],
-    )
-
-
-def random_mixture(d: int, k: int = 3, seed: int = 0, scale: float = 2.0) -> ss.GaussianMixture:
-    """A random K-component mixture in d dimensions with random full covariances."""
-    g = torch.Generator().manual_seed(seed)
-    means = scale * torch.randn(k, d, generator=g, dtype=torch.float64)
-    A = torch.randn(k, d, d, generator=g, dtype=torch.float64) / d**0.5
-    covs = 0.1 * A @ A.transpose(-1, -2) + 0.05 * torch.eye(d, dtype=torch.float64)
-    w = torch.rand(k, generator=g, dtype=torch.float64) + 0.5
-    return ss.GaussianMixture(w, means, covs)
-
-
-def gaussian(d: int, seed: int = 0) -> ss.GaussianMixture:
-    """A single Gaussian N(m, C): its probability-flow map is linear and exact."""
-    g = torch.Generator().manual_seed(seed)
-    m = torch.randn(d, generator=g, dtype=torch.float64)
-    A = torch.randn(d, d, generator=g, dtype=torch.float64) / d**0.5
-    return ss.Gaussian(m, 0.3 * A @ A.T + 0.1 * torch.eye(d, dtype=torch.float64))
+# the exact problems live in the package (score_sde.testing); the tests import them from here as before
+from score_sde.testing import SDES, gaussian, mixture_1d, mixture_2d, mixture_scales_4d, random_mixture  # noqa: E402, F401
 
 
 def mmd_permutation_pvalue(x, y, n_perm: int = 200, bandwidth: float | None = None, seed: int = 0, max_n: int = 1500):
@@ -72,15 +42,3 @@ def mixture_moment_errors(gmm: ss.GaussianMixture, t, sde, n: int):
     )
     m4 = (gmm.weights[:, None, None] * m4).sum(0)
     return m, C, (torch.diagonal(C) / n).sqrt(), ((m4 - C * C) / n).sqrt(), ((m4.sum() - C.trace() ** 2) / n).sqrt()
-
-
-def mixture_scales_4d() -> ss.GaussianMixture:
-    """Two overlapping 4-D components whose coordinates span scales 0.02 to 1 (variances).
-
-    The within-component spread dominates the total covariance, so a sampler whose noise is a few
-    per cent off moves the covariance's trace by many standard errors (n = 10^4)."""
-    return ss.GaussianMixture(
-        [0.4, 0.6],
-        [[0.6, 0.0, 0.3, 0.0], [-0.4, 0.2, -0.2, 0.0]],
-        torch.diag_embed(torch.tensor([[1.0, 0.3, 0.1, 0.03], [0.05, 0.6, 0.02, 0.8]], dtype=torch.float64)),
-    )

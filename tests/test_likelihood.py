@@ -15,6 +15,7 @@ import score_sde as ss
 from score_sde.analytic import GaussianMixture, Uniform
 from score_sde.data_scaling import DataScaling
 from score_sde.likelihood import bits_per_dim, dataset_bits_per_dim, decode, encode, log_likelihood
+from score_sde.testing import ProductOfMixtures
 
 EPS = 1e-5
 
@@ -194,22 +195,6 @@ def test_more_probes_reduce_variance():
     v1 = log_likelihood(sde, gmm.score_fn(sde), x, probes=1, **kw).logp.var()
     v8 = log_likelihood(sde, gmm.score_fn(sde), x, probes=8, **kw).logp.var()
     assert v8 < v1 / 4  # 1/k in expectation
-
-
-class ProductOfMixtures:
-    """Independent coordinates, each a 1-D mixture: the score's Jacobian is diagonal."""
-
-    def __init__(self, d):
-        self.one = GaussianMixture([0.3, 0.7], [[-1.5], [1.0]], [0.2, 0.4])
-        self.d = d
-
-    def score(self, x, t, sde):
-        tt = torch.as_tensor(t, dtype=x.dtype).expand(x.shape[0]).repeat_interleave(self.d)
-        return self.one.score(x.reshape(-1, 1), tt, sde).reshape(x.shape)
-
-    def log_prob(self, x, t, sde):
-        tt = torch.as_tensor(t, dtype=x.dtype).expand(x.shape[0]).repeat_interleave(self.d)
-        return self.one.log_prob(x.reshape(-1, 1), tt, sde).reshape(x.shape[0], -1).sum(1)
 
 
 def test_one_rademacher_probe_is_exact_for_a_diagonal_jacobian():

@@ -9,7 +9,7 @@ from scipy.integrate import solve_ivp
 import score_sde as ss
 from score_sde.solvers import SAMPLERS
 from score_sde.solvers.ode import odeint_pf
-from tests.problems import SDES, mixture_2d, mmd_permutation_pvalue
+from tests.problems import SDES, mixture_1d, mixture_2d, mmd_permutation_pvalue
 
 
 def closed_form_pf_drift(gmm, sde_name):
@@ -81,7 +81,7 @@ def test_ode_matches_scipy_dop853(sde_name):
 
 
 def test_ode_1d_equals_exact_transport_map():
-    gmm = ss.GaussianMixture([0.3, 0.7], [[-1.5], [1.0]], [0.2, 0.4])
+    gmm = mixture_1d()
     for sde in (SDES["vp"](), SDES["ve"]()):
         eps = sde.default_eps
         x_T = torch.linspace(-2.5, 2.5, 11)[:, None] * sde.prior_std

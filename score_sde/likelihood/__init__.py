@@ -54,11 +54,14 @@ from .api import log_likelihood
 from .base import DEFAULT_EPS, DIVERGENCES, NOISES, SCHEMES, LikelihoodResult  # noqa: F401
 from .bits import DatasetBitsPerDim, bits_per_dim, dataset_bits_per_dim, summarize_bits_per_dim
 from .flow import decode, encode
+from .options import DivergenceOptions, ODESolveOptions
 from .path_quadrature import QUAD_PATH_TOL  # noqa: F401
 
 __all__ = [
     "LikelihoodResult",
     "log_likelihood",
+    "ODESolveOptions",
+    "DivergenceOptions",
     "encode",
     "decode",
     "bits_per_dim",

@@ -3,6 +3,7 @@ per sample) and adds the prior's log-density, ``logp = log pi(x(T)) + Delta(T)``
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from collections.abc import Callable
 
@@ -14,6 +15,7 @@ from ..utils import Generator, NonFiniteScoreWarning, ScoreGuard, check_finite, 
 from .augmented import _solve_augmented
 from .base import DEFAULT_EPS, DIVERGENCES, NOISES, SCHEMES, LikelihoodResult, _check_inputs
 from .divergence import _draw_probes
+from .options import DivergenceOptions, ODESolveOptions, merge_options
 from .path_quadrature import _solve_quadrature
 
 
@@ -41,7 +43,7 @@ def log_likelihood(
     sde: LinearSDE,
     score_fn: Callable,
     x: torch.Tensor,
-    divergence: str = "exact",
+    divergence: str | DivergenceOptions = "exact",
     rtol: float = 1e-5,
     atol: float = 1e-5,
     eps: float = DEFAULT_EPS,
@@ -56,6 +58,7 @@ def log_likelihood(
     create_graph: bool | None = None,
     state_dtype: torch.dtype | None = torch.float64,
     scheme: str = "augmented",
+    solver: ODESolveOptions | None = None,
 ) -> LikelihoodResult:
     r"""log p_eps(x) through the probability-flow ODE, eq. (D.2) of Song et al. (2021).
 
@@ -66,7 +69,9 @@ def log_likelihood(
         sde: the forward SDE (its prior pi and schedule).
         score_fn: ``score_fn(x, t) -> tensor like x``, t of shape [B].
         x: data, shape [B, ...] (any rank), floating point, finite.
-        divergence: ``"exact"`` (D vector-Jacobian products per evaluation, chunked) or ``"hutchinson"``.
+        divergence: ``"exact"`` (D vector-Jacobian products per evaluation, chunked) or ``"hutchinson"``; or a
+            :class:`DivergenceOptions` grouping this choice with ``probes``, ``noise``, ``chunk_size`` and
+            ``create_graph`` (a keyword given beside it must not contradict it).
         rtol, atol: torchdiffeq tolerances (> 0) on the augmented state.
         eps: start time in (0, T); the density reported is p_eps. Default 1e-5.
         probes: Hutchinson probes per sample, averaged (held fixed along the trajectory); or the probes
@@ -97,23 +102,34 @@ def log_likelihood(
             sharply in x (uniform data near its box's faces) Delta is still less accurate than "augmented"
             (2.5e-4 bits/dim at rtol = atol = 1e-5 against 4e-5).
 
+        solver: an :class:`ODESolveOptions` grouping ``method``, ``rtol``, ``atol``, ``options`` and ``state_dtype``
+            (accepted beside those keywords; a keyword given beside it must not contradict it).
+
     Returns:
         :class:`LikelihoodResult` with ``logp`` [B] (nats), ``z`` = x(T), ``prior_logp`` [B], ``delta`` [B], ``nfe``
         and ``info`` (the scheme and, for ``"quadrature"``, its node counts and error estimate).
     """
-    rtol, atol, eps = _check_inputs(sde, score_fn, x, rtol, atol, eps, method)
+    div_kw = {"probes": probes, "noise": noise, "chunk_size": chunk_size, "create_graph": create_graph}
+    if isinstance(divergence, DivergenceOptions):
+        div = merge_options(divergence, div_kw, DivergenceOptions, "divergence")
+    else:
+        div = DivergenceOptions(kind=divergence, **div_kw)
+    solve_kw = {"method": method, "rtol": rtol, "atol": atol, "options": options, "state_dtype": state_dtype}
+    solve = merge_options(solver, solve_kw, ODESolveOptions, "solver")
+    rtol, atol, eps = _check_inputs(sde, score_fn, x, solve.rtol, solve.atol, eps, solve.method)
     score_fn = ScoreGuard(score_fn, "log_likelihood")  # a clear error for a score of the wrong shape or type
-    if divergence not in DIVERGENCES:
-        raise ValueError(f"unknown divergence {divergence!r}; choose one of {DIVERGENCES}")
-    if noise not in NOISES:
-        raise ValueError(f"unknown Hutchinson noise {noise!r}; choose one of {NOISES}")
+    if div.kind not in DIVERGENCES:
+        raise ValueError(f"unknown divergence {div.kind!r}; choose one of {DIVERGENCES}")
+    if div.noise not in NOISES:
+        raise ValueError(f"unknown Hutchinson noise {div.noise!r}; choose one of {NOISES}")
     if scheme not in SCHEMES:
         raise ValueError(f"unknown scheme {scheme!r}; choose one of {SCHEMES}")
-    if scheme == "quadrature" and method not in ADAPTIVE_METHODS:
+    if scheme == "quadrature" and solve.method not in ADAPTIVE_METHODS:
         raise ValueError(
             f"scheme='quadrature' needs an adaptive method (its x-solve returns interpolated nodes); got method = "
-            f"{method!r}: use scheme='augmented' or one of {sorted(ADAPTIVE_METHODS)}"
+            f"{solve.method!r}: use scheme='augmented' or one of {sorted(ADAPTIVE_METHODS)}"
         )
+    probes, chunk_size = div.probes, div.chunk_size
     if torch.is_tensor(probes):
         if probes.shape == x.shape:
             probes = probes[None]
@@ -131,6 +147,7 @@ def log_likelihood(
         if not dtype.is_floating_point:
             raise TypeError(f"dtype must be a floating dtype; got {dtype}")
         x = x.to(dtype)
+    state_dtype = solve.state_dtype
     if state_dtype is not None and not (isinstance(state_dtype, torch.dtype) and state_dtype.is_floating_point):
         raise TypeError(f"state_dtype must be a floating torch.dtype or None; got {state_dtype!r}")
     state = x.dtype if state_dtype is None or state_dtype.itemsize < x.dtype.itemsize else state_dtype
@@ -139,22 +156,20 @@ def log_likelihood(
             f"x has dtype {x.dtype}; the adaptive ODE solver needs a float32 or float64 state: pass x.float(), "
             "dtype=torch.float32 or state_dtype=torch.float32 (the score is then still called in x's dtype)"
         )
-    if not torch.is_grad_enabled():
-        create_graph = False
+    solve = dataclasses.replace(solve, rtol=rtol, atol=atol, state_dtype=state)
     B, D = x.shape[0], flat_dim(x)
-    chunk = chunk_size or max(1, min(D, 2**22 // (B * D)))
     v = None
-    if divergence == "hutchinson":
-        v = probes.to(x) if torch.is_tensor(probes) else _draw_probes(x, probes, noise, generator)
+    if div.kind == "hutchinson":
+        v = probes.to(x) if torch.is_tensor(probes) else _draw_probes(x, probes, div.noise, generator)
+    # the resolved divergence: probes as a tensor [k, B, ...] (None for "exact"); create_graph False without grad;
+    # the augmented scheme's chunk fixed by the whole batch (per_sample runs keep it)
+    div = dataclasses.replace(div, probes=v, create_graph=div.create_graph if torch.is_grad_enabled() else False)
+    div_augmented = dataclasses.replace(div, chunk_size=chunk_size or max(1, min(D, 2**22 // (B * D))))
 
-    def run(xb, vb):
+    def run(x_part, v_part):
         if scheme == "quadrature":
-            return _solve_quadrature(
-                sde, score_fn, xb, eps, divergence, vb, chunk_size, create_graph, rtol, atol, method, options, state
-            )
-        out = _solve_augmented(
-            sde, score_fn, xb, eps, divergence, vb, chunk, create_graph, rtol, atol, method, options, state
-        )
+            return _solve_quadrature(sde, score_fn, x_part, eps, dataclasses.replace(div, probes=v_part), solve)
+        out = _solve_augmented(sde, score_fn, x_part, eps, dataclasses.replace(div_augmented, probes=v_part), solve)
         return (*out, {"scheme": "augmented"})
 
     if per_sample:

@@ -79,8 +79,9 @@ def _divergence_hutchinson(s, x, probes: torch.Tensor, probes_acc: torch.Tensor,
     """Skilling–Hutchinson estimate mean_k v_k^T (ds/dx) v_k, shape [B]; probes: [k, B, ...] in x's dtype (the
     cotangents), probes_acc: the same in the dtype the products are summed in."""
     k, B = probes.shape[0], x.shape[0]
-    rows = vjp(s, x, probes, create_graph, last=True).to(probes_acc.dtype)
-    return (rows * probes_acc).reshape(k, B, -1).sum((0, 2)) / k
+    rows = vjp(s, x, probes, create_graph, last=True)  # the product promotes rows to the dtype of probes_acc
+    est = (rows * probes_acc).reshape(k, B, -1).sum((0, 2))
+    return est / k if k > 1 else est
 
 
 def _draw_probes(x: torch.Tensor, k: int, noise: str, generator: Generator) -> torch.Tensor:

@@ -14,8 +14,8 @@ import torch
 from torch import nn
 
 from .embeddings import LabelEmbedding, batch_labels
+from .layers import group_norm
 from .mlp import _check_int, make_activation
-from .unet import group_norm
 
 
 class _ConvBlock(nn.Module):

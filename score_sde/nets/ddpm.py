@@ -29,10 +29,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .layers import NIN, conv3x3, dense
 from .mlp import make_activation
 from .ncsnpp import geometric_sigmas
 from .ncsnpp_layers import positional_embedding
-from .unet import NIN, conv3x3, dense
 
 
 def _gn(ch: int) -> nn.GroupNorm:

@@ -40,6 +40,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from .layers import AttnBlock, conv3x3, dense, group_norm
 from .mlp import make_activation
 from .ncsnpp_layers import (
     Combine,
@@ -49,7 +50,7 @@ from .ncsnpp_layers import (
     Upsample,
     positional_embedding,
 )
-from .unet import AttnBlock, ResnetBlockDDPM, conv3x3, dense, group_norm
+from .resblocks import ResnetBlockDDPM
 
 PROGRESSIVE = ("none", "output_skip", "residual")
 PROGRESSIVE_INPUT = ("none", "input_skip", "residual")

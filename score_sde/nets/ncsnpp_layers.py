@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .unet import conv1x1, conv3x3, dense, group_norm, variance_scaling_
+from .layers import conv1x1, conv3x3, dense, group_norm, variance_scaling_
 from .upfirdn import (
     conv_downsample_2d,
     downsample_2d,

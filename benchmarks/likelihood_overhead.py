@@ -1,0 +1,222 @@
+"""Per-call overhead of ``ss.log_likelihood`` against one bare forward-and-backward of the score network.
+
+Problem (issue 18): a Hutchinson estimate (one Rademacher probe) of log p_eps(x) under VP on a 64-D
+time-conditioned MLP score (random weights, 64-512-512-512-64 with Fourier time features: the ``MLPScore`` of
+benchmarks/likelihood_vs_official.py), batch 128, float32 data, rtol = atol = 1e-5, 2 threads.
+
+Printed, each a median of ``--repeats`` interleaved runs:
+
+1. ``F+B``: one bare forward of the network and one vector-Jacobian product with the probe
+   (``torch.autograd.grad(s, x, v)``), the least any augmented right-hand side can cost;
+2. our time per right-hand-side call (the whole ``ss.log_likelihood`` call divided by its NFE) and its ratio
+   to (1) (target <= 1.1);
+3. the official recipe (``official_style_log_likelihood`` of benchmarks/likelihood_vs_official.py: scipy RK45,
+   float32 numpy round trips, a no-grad forward for the drift and a forward + backward for the divergence)
+   against ``ss.log_likelihood`` at the same tolerance: total time, NFE, time per call, and the speed-up
+   (target >= 1.3), for our default and for ``state_dtype=torch.float32``;
+4. where one call's time goes (inside our right-hand side or in the ODE solver), the errors at that tolerance
+   against the same ODE solved in float64 at 1e-10, our default at equal accuracy, and a what-if that is not a
+   score_sde path: our right-hand side integrated by scipy's RK45 (the official recipe's step-size controller and
+   error norm), which separates the cost of a right-hand side from the number of them.
+
+Run: ``.venv/bin/python benchmarks/likelihood_overhead.py`` (output: benchmarks/results/likelihood_overhead.txt).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from scipy.integrate import solve_ivp
+
+import score_sde as ss
+
+HERE = Path(__file__).resolve().parent
+
+
+def load_peer():
+    """benchmarks/likelihood_vs_official.py as a module (its official-recipe runner and MLP score)."""
+    spec = importlib.util.spec_from_file_location("_likelihood_vs_official", HERE / "likelihood_vs_official.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def medians(fns, repeats, clock=time.process_time):
+    """Median time of each callable (round-robin after one warm-up each) and each one's last result."""
+    times, outs = [[] for _ in fns], [None] * len(fns)
+    for fn in fns:
+        fn()
+    for _ in range(repeats):
+        for k, fn in enumerate(fns):
+            t0 = clock()
+            outs[k] = fn()
+            times[k].append(clock() - t0)
+    return [statistics.median(t) for t in times], outs
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dim", type=int, default=64)
+    ap.add_argument("--width", type=int, default=512)
+    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--tol", type=float, default=1e-5)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument(
+        "--clock",
+        choices=("cpu", "wall"),
+        default="cpu",
+        help="cpu: the process's CPU time (robust on a shared machine; the default), wall: elapsed time",
+    )
+    ap.add_argument("--fb-calls", type=int, default=40, help="bare F+B (and bare RHS) calls per timed repeat")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    peer = load_peer()
+    d, B, tol = args.dim, args.batch, args.tol
+    sde = ss.VPSDE()
+    net = peer.MLPScore(d, args.width)
+    x = torch.randn(B, d, generator=torch.Generator().manual_seed(0))
+    probe = (torch.randint(0, 2, x.shape, generator=torch.Generator().manual_seed(3)) * 2 - 1).float()
+    tv = torch.full((B,), 0.5)
+    print(
+        f"torch {torch.__version__}, {args.threads} thread(s), CPU; VP, MLP {d}-{args.width}x3-{d}, batch {B}, "
+        f"float32 data, Hutchinson (1 Rademacher probe), rtol = atol = {tol:g}; {args.clock} time, medians of "
+        f"{args.repeats} interleaved runs; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
+    )
+
+    def bare_fb():
+        for _ in range(args.fb_calls):
+            xin = x.detach().requires_grad_(True)
+            torch.autograd.grad(net(xin, tv), xin, probe)
+
+    rhs = augmented_rhs(sde, net, x, probe)
+    y = torch.cat((x.double().reshape(-1), torch.zeros(B, dtype=torch.float64)))
+    t_half = torch.tensor(0.5, dtype=torch.float64)
+
+    def bare_rhs():
+        for _ in range(args.fb_calls):
+            rhs(t_half, y)
+
+    def official():
+        return peer.official_style_log_likelihood(sde, net, x, tol, tol, probe=probe)
+
+    def ours(**kw):
+        def run():
+            return ss.log_likelihood(sde, net, x, divergence="hutchinson", probes=probe, rtol=tol, atol=tol, **kw)
+
+        return run
+
+    variants = [("default (float64 state)", {}), ("state_dtype=float32", {"state_dtype": torch.float32})]
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
+    fns = [bare_fb, bare_rhs, official] + [ours(**kw) for _, kw in variants]
+    secs, outs = medians(fns, args.repeats, clock)
+    fb, one_rhs = secs[0] / args.fb_calls, secs[1] / args.fb_calls
+    print(f"\n  one bare forward + vector-Jacobian product of the net (F+B): {fb * 1e3:7.3f} ms")
+    print(f"  our augmented right-hand side alone, called at a fixed state: {one_rhs * 1e3:7.3f} ms = "
+          f"{one_rhs / fb:5.3f} x F+B")
+    sec_o, (z_o, dl_o, calls_o, _) = secs[2], outs[2]
+    nfe_o = calls_o // 2  # the recipe calls the net twice per right-hand side
+    print(f"  official recipe (scipy RK45, 2 net calls per RHS): {sec_o * 1e3:8.1f} ms, {nfe_o:4d} RHS, "
+          f"{sec_o / nfe_o * 1e3:6.3f} ms/RHS = {sec_o / nfe_o / fb:5.2f} x F+B")
+    print("  score_sde.log_likelihood (whole call / NFE; targets: <= 1.10 x F+B per RHS, >= 1.30x the official speed)")
+    for (name, _), sec, res in zip(variants, secs[3:], outs[3:]):
+        per = sec / res.nfe
+        print(
+            f"    {name:<27s} {sec * 1e3:8.1f} ms, {res.nfe:4d} RHS, {per * 1e3:6.3f} ms/RHS = {per / fb:5.3f} x F+B; "
+            f"speed-up vs official x{sec_o / sec:5.2f}"
+        )
+    # where the time of the whole call goes: inside our right-hand side (score, divergence, drift) or in the solver
+    splits = [split_time(clock, ours()) for _ in range(args.repeats)]
+    inside, total, nfe = (statistics.median(v) for v in zip(*splits))
+    print(f"  the default call split (medians): {inside / nfe * 1e3:6.3f} ms/RHS inside our right-hand side "
+          f"({inside / nfe / fb:5.3f} x F+B), {(total - inside) / nfe * 1e3:6.3f} ms/RHS in the ODE solver "
+          f"(torchdiffeq dopri5 and its wrapper; {(total - inside) / nfe / fb:5.3f} x F+B)")
+    # accuracy at this tolerance, against the same ODE (same probe) solved in float64 at 1e-10
+    net64 = peer.MLPScore(d, args.width).double()
+    ref = ss.log_likelihood(sde, net64, x.double(), divergence="hutchinson", probes=probe, rtol=1e-10, atol=1e-10)
+
+    def err(z, delta):
+        return float((sde.prior_logp(z.double()) + delta.double() - ref.logp).abs().max()) / d
+
+    e_o = err(z_o, dl_o)
+    print(f"\n  max |error| / dim at rtol = atol = {tol:g}: official {e_o:.2e}; "
+          + "; ".join(f"{name} {err(r.z, r.delta):.2e}" for (name, _), r in zip(variants, outs[3:])))
+    # equal accuracy: our default at its loosest tolerance whose error is at most the official recipe's
+    ladder = [v * tol for v in (20, 10, 5, 2, 1)]
+    for t_s in ladder:
+        r = ss.log_likelihood(sde, net, x, divergence="hutchinson", probes=probe, rtol=t_s, atol=t_s)
+        if err(r.z, r.delta) <= e_o:
+            break
+    def ours_at():
+        return ss.log_likelihood(sde, net, x, divergence="hutchinson", probes=probe, rtol=t_s, atol=t_s)
+
+    (sec_o, sec_s), (_, res) = medians([official, ours_at], args.repeats, clock)
+    print(f"  equal accuracy: our default at rtol = atol = {t_s:g} (loosest of {[f'{v:g}' for v in ladder]} with error "
+          f"<= the official's): {res.nfe} RHS, error {err(res.z, res.delta):.2e}, {sec_s * 1e3:.1f} ms against "
+          f"{sec_o * 1e3:.1f} ms: speed-up x{sec_o / sec_s:5.2f}")
+    # what-if (not a score_sde path): our right-hand side under scipy's RK45, i.e. the official recipe's step-size
+    # controller and error norm (RMS over [x, Delta]) with one net call per right-hand side instead of two
+    rhs_sp = augmented_rhs(sde, net, x, probe)
+    y0 = torch.cat((x.double().reshape(-1), torch.zeros(B, dtype=torch.float64))).numpy()
+
+    def ours_scipy():
+        def f(t, y):
+            t = torch.tensor(min(max(t, peer.EPS), sde.T), dtype=torch.float64)
+            return rhs_sp(t, torch.from_numpy(y)).numpy()
+
+        sol = solve_ivp(f, (peer.EPS, sde.T), y0, rtol=tol, atol=tol, method="RK45")
+        end = torch.from_numpy(sol.y[:, -1])
+        return end[: B * d].view(B, d), end[B * d :], sol.nfev
+
+    (sec_o, sec_p), (_, (z_p, dl_p, nfe_p)) = medians([official, ours_scipy], args.repeats, clock)
+    print(
+        f"  what-if, our right-hand side under scipy RK45 (the official's controller and norm) at {tol:g}: "
+        f"{nfe_p} RHS, error {err(z_p, dl_p):.2e}, {sec_p * 1e3:.1f} ms against {sec_o * 1e3:.1f} ms: "
+        f"speed-up x{sec_o / sec_p:5.2f}"
+    )
+
+
+def split_time(clock, run):
+    """(time inside the augmented right-hand side, total time, NFE) of one call of ``run``: the right-hand side's
+    ``__call__`` is wrapped with a timer for the call and put back afterwards."""
+    from score_sde.likelihood.augmented import _AugmentedPFODE
+
+    spent = [0.0]
+    original = _AugmentedPFODE.__call__
+
+    def timed(self, t, y):
+        t0 = clock()
+        out = original(self, t, y)
+        spent[0] += clock() - t0
+        return out
+
+    _AugmentedPFODE.__call__ = timed
+    try:
+        t0 = clock()
+        res = run()
+        total = clock() - t0
+    finally:
+        _AugmentedPFODE.__call__ = original
+    return spent[0], total, res.nfe
+
+
+def augmented_rhs(sde, net, x, probe):
+    """The right-hand side ``ss.log_likelihood`` integrates (Hutchinson, float64 state), built as it builds it."""
+    from score_sde.likelihood import DivergenceOptions
+    from score_sde.likelihood.augmented import _AugmentedPFODE
+    from score_sde.solvers.base import CountingScore
+    from score_sde.utils import ScoreGuard
+
+    score = CountingScore(ScoreGuard(net, "likelihood_overhead"))
+    div = DivergenceOptions("hutchinson", probes=probe[None].double(), chunk_size=1, create_graph=False)
+    return _AugmentedPFODE(sde, score, div, x.dtype, tuple(x.shape))
+
+
+if __name__ == "__main__":
+    main()
