@@ -58,7 +58,16 @@ def _run(args) -> int:
     if os.path.abspath(args.teacher) == os.path.abspath(args.workdir):
         raise UsageError(f"--workdir must differ from --teacher; both are {args.teacher!r}")
     options, overrides = split_overrides(args.overrides)
-    dcfg = distill_config_from_dict({**DistillConfig(method=args.method).to_dict(), **options, "method": args.method})
+    base = DistillConfig(method=args.method).to_dict()
+    stored = os.path.join(args.workdir, "distill.yaml")
+    if os.path.isfile(stored):  # a resumed run keeps its options unless --set changes them
+        import yaml
+
+        with open(stored) as f:
+            base = {**base, **(yaml.safe_load(f) or {}).get("distill", {})}
+        if base.get("method") != args.method:
+            raise UsageError(f"workdir {args.workdir!r} holds a {base.get('method')!r} distillation, not {args.method!r}")
+    dcfg = distill_config_from_dict({**base, **options, "method": args.method})
     device = resolve_device(args.device)
     teacher = Teacher.from_workdir(args.teacher, device=str(device))
     cfg = validate(apply_overrides(teacher.cfg, overrides))

@@ -254,7 +254,7 @@ class DistillRun:
         if self.target is not None:
             self._update_target()
         self.step += 1
-        return float(loss)
+        return float(loss.detach())
 
     # -- checkpoints ----------------------------------------------------------------------------
     def state_dict(self) -> dict:
