@@ -337,8 +337,10 @@ class DistillRun:
         self._metrics.open(keep_through=self.step)
 
     # -- the loop -------------------------------------------------------------------------------
-    def run(self) -> DistillResult:
-        """Train to ``rounds x iters`` steps (resuming the workdir's newest checkpoint) and return the student."""
+    def run(self, on_round_end=None) -> DistillResult:
+        """Train to ``rounds x iters`` steps (resuming the workdir's newest checkpoint) and return the student.
+        ``on_round_end(run, r)`` is called after each round's last step (e.g. to keep the 2-step student of a
+        progressive run)."""
         d = self.dcfg
         total = d.n_rounds * d.iters
         try:
@@ -358,6 +360,8 @@ class DistillRun:
                         self._metrics.append(row)
                 if self.step % d.ckpt_every == 0 or self.step % d.iters == 0:
                     self.save()
+                if on_round_end is not None and self.step % d.iters == 0:
+                    on_round_end(self, self.step // d.iters - 1)
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(loss=f"{loss:.4g}", round=self.round, refresh=False)
@@ -369,13 +373,16 @@ class DistillRun:
         return self.result()
 
     def result(self) -> DistillResult:
-        """The student with its EMA weights (a copy) and its sampling recipe."""
+        """The student with its EMA weights (a copy) and its sampling recipe (progressive: of the current round)."""
         model = copy.deepcopy(self.student)
         ema = ExponentialMovingAverage(model.net, self.ema.decay)
         ema.load_state_dict(self.ema.state_dict())
         ema.copy_to(model.net)
         model.eval()
         sampler, steps, grid = self.sampling()
+        if self.dcfg.method == "progressive" and self.round >= 0:
+            steps = self.round_steps(self.round)
+            grid = make_grid(self.sde, "auto", steps, self.eps)
         return DistillResult(model, self.sde, sampler, steps, self.eps, grid, list(self.history), self.cfg)
 
 
