@@ -170,8 +170,8 @@ def run_onedim(iters):
             f = res.model.denoise(x.float(), tv.float()).double()
         mean = teacher.denoise(x, tv)
         spread = float(exact.std())
-        rows.append({"t": t, "rms_student": float(((f - exact) ** 2).mean().sqrt()),
-                     "rms_posterior_mean": float(((mean - exact) ** 2).mean().sqrt()), "std_target": spread})  # fmt: skip
+        rms_f, rms_mean = (float(((y - exact) ** 2).mean().sqrt()) for y in (f, mean))
+        rows.append({"t": t, "rms_student": rms_f, "rms_posterior_mean": rms_mean, "std_target": spread})
         print(rows[-1], flush=True)
     return {"rows": rows, "cpu_s": cpu, "iters": iters}
 
@@ -189,8 +189,9 @@ def markdown(res: dict) -> str:
     sol = res.get("solvers")
     if sol:
         L += [f"## 2-D ring: sliced W2 to {sol['n']} exact samples (floor: two exact sample sets, "
-              f"{sol['floor']:.4f})", "", "Best solver within each NFE budget (exact score; over the samplers and the VP and "
-              "rectified-flow paths):", "", "| NFE | best solver | sliced W2 |", "|---|---|---|"]  # fmt: skip
+              f"{sol['floor']:.4f})", "", "Best solver within each NFE budget (exact score; over the samplers and "
+              "the VP and rectified-flow paths):", "", "| NFE | best solver | sliced W2 |",
+              "|---|---|---|"]  # fmt: skip
         for nfe in NFES:
             b = best_solver(sol, nfe)
             if b:
@@ -206,7 +207,8 @@ def markdown(res: dict) -> str:
                 L.append(f"| {r['method']} | {r['nfe']} | {r['sw2']:.4f} | {b['sw2']:.4f} ({b['solver']}) | "
                          f"{sec['cpu_s']:.0f} s |")  # fmt: skip
         L += ["", "All solver rows (sliced W2 at an NFE budget; a solver whose step costs 2 or 3 NFE uses the "
-              "largest step count within it, and '-' marks a budget below one step):", "", "| path | solver | " + " | ".join(f"NFE {n}" for n in NFES)
+              "largest step count within it, and '-' marks a budget below one step):", "",
+              "| path | solver | " + " | ".join(f"NFE {n}" for n in NFES)
               + " |", "|---|---|" + "---|" * len(NFES)]  # fmt: skip
         for sde in ("vp", "rf"):
             for s in SOLVERS:
@@ -221,7 +223,8 @@ def markdown(res: dict) -> str:
               "| flow | straightness S (64 Euler steps) | 1-step sliced W2 |", "|---|---|---|",
               f"| exact teacher (1-rectified flow) | {rf['straightness_before']:.4f} | {rf['one_step_before']:.4f} |",
               f"| reflow student (2-rectified flow) | {rf['straightness_after']:.4f} | {rf['one_step_after']:.4f} |",
-              "", f"({rf['pairs']} pairs coupled by 128 Heun steps of the exact PF-ODE, {rf['iters']} training steps.)"]  # fmt: skip
+              "", f"({rf['pairs']} pairs coupled by 128 Heun steps of the exact PF-ODE, {rf['iters']} training "
+              "steps.)"]  # fmt: skip
     od = res.get("onedim")
     if od:
         L += ["", "## 1-D: consistency-distilled f(x_t, t) against the exact PF-ODE map to eps", "",

@@ -25,7 +25,7 @@ def _args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--teacher", required=True, help="a trained workdir (score-sde train --workdir ...)")
     p.add_argument("--workdir", required=True, help="the student's workdir (resumed when it holds checkpoints)")
     p.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
-                   help="distill options (steps=1 iters=2000 ...) or student config keys (model.hidden=64)")  # fmt: skip
+                   help="distill options (steps=1 iters=2000 ...) or student config keys (model.hidden=64)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:<i> or auto")
     p.add_argument("--no-progress", action="store_true")
 
@@ -66,7 +66,8 @@ def _run(args) -> int:
         with open(stored) as f:
             base = {**base, **(yaml.safe_load(f) or {}).get("distill", {})}
         if base.get("method") != args.method:
-            raise UsageError(f"workdir {args.workdir!r} holds a {base.get('method')!r} distillation, not {args.method!r}")
+            raise UsageError(f"workdir {args.workdir!r} holds a {base.get('method')!r} distillation, "
+                             f"not {args.method!r}")
     dcfg = distill_config_from_dict({**base, **options, "method": args.method})
     device = resolve_device(args.device)
     teacher = Teacher.from_workdir(args.teacher, device=str(device))

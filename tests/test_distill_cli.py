@@ -138,4 +138,5 @@ def test_resume_from_any_checkpoint_is_exact(tmp_path, method, extra, keep):
             os.unlink(cut / "checkpoints" / n)
     run = DistillRun(teacher, dcfg, model=small, workdir=cut)
     run.run()
-    _same(_weights(wd / "checkpoints" / f"checkpoint_{last}.pt"), _weights(cut / "checkpoints" / f"checkpoint_{last}.pt"))
+    name = f"checkpoint_{last}.pt"
+    _same(_weights(wd / "checkpoints" / name), _weights(cut / "checkpoints" / name))

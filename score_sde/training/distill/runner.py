@@ -96,7 +96,8 @@ class DistillRun:
             if self.sde.prior_std != teacher.sde.prior_std:
                 raise ValueError(
                     f"incompatible teacher: reflow couples the teacher's prior noise with samples, but the student SDE "
-                    f"{describe_sde(self.sde)} has prior std {self.sde.prior_std} and the teacher ({teacher.description}) "
+                    f"{describe_sde(self.sde)} has prior std {self.sde.prior_std} and the teacher "
+                    f"({teacher.description}) "
                     f"{teacher.sde.prior_std}"
                 )
         else:

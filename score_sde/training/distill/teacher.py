@@ -68,7 +68,8 @@ class Teacher:
             raise TypeError(f"mixture must be a score_sde.analytic.GaussianMixture; got {type(mixture).__name__}")
         return cls(sde, mixture.event_shape, lambda x, t: mixture.denoise(x, t, sde),
                    lambda n, g: mixture.sample(n, generator=g),
-                   description=f"exact Gaussian mixture ({mixture.K} components) under {describe_sde(sde)}")  # fmt: skip
+                   description=f"exact Gaussian mixture ({mixture.K} components) under "
+                               f"{describe_sde(sde)}")  # fmt: skip
 
     @classmethod
     def from_workdir(cls, workdir: str | os.PathLike, device: str = "cpu") -> Teacher:
@@ -93,7 +94,8 @@ class Teacher:
                 return model.denoise(x.to(dtype), t.to(dtype)).to(x.dtype)
 
         return cls(sde, shape, denoise, sample_data, model=model, cfg=cfg,
-                   description=f"workdir {os.fspath(workdir)!r} ({describe_sde(sde)}, data {cfg.data.dataset})")  # fmt: skip
+                   description=f"workdir {os.fspath(workdir)!r} ({describe_sde(sde)}, "
+                               f"data {cfg.data.dataset})")  # fmt: skip
 
     @classmethod
     def from_student(cls, teacher: Teacher, model) -> Teacher:
