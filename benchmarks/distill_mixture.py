@@ -11,7 +11,7 @@
    ``GaussianMixture.transport``): RMS error of f(x_t, t) by time t, beside the error of the posterior mean
    E[x_0 | x_t] (what one solver step returns).
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/distill_mixture.py [--only solvers,progressive,...] [--quick]
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/distill_mixture.py [--only solvers,progressive,...] [--iters 1500]
 
 Writes benchmarks/results/distill_mixture.json (sections merge across runs) and distill_mixture.md.
 """
@@ -37,6 +37,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results")
 NFES = (1, 2, 4, 8, 50)
 SOLVERS = ("ddim", "dpm_solver_2", "dpm_solver_3", "dpmpp_2m", "dpmpp_3m", "unipc", "heun", "euler_maruyama")
+BATCH = 256
 SECTIONS = ("solvers", "progressive", "consistency_cd", "consistency_ct", "reflow", "onedim")
 
 
@@ -96,7 +97,7 @@ def run_progressive(n, iters):
     gmm, ref = reference(n)
     sde = ss.VPSDE()
     teacher = Teacher.from_mixture(gmm, sde)
-    dcfg = DistillConfig(method="progressive", teacher_steps=32, steps=1, iters=iters, batch_size=512, lr=1e-3)
+    dcfg = DistillConfig(method="progressive", teacher_steps=32, steps=1, iters=iters, batch_size=BATCH, lr=1e-3)
     kept, rows = {}, []
 
     def keep(run, r):
@@ -117,7 +118,7 @@ def run_consistency(n, iters, mode):
     gmm, ref = reference(n)
     sde = ss.VPSDE()
     teacher = Teacher.from_mixture(gmm, sde)
-    dcfg = DistillConfig(method="consistency", mode=mode, steps=1, iters=iters, batch_size=512, lr=1e-3,
+    dcfg = DistillConfig(method="consistency", mode=mode, steps=1, iters=iters, batch_size=BATCH, lr=1e-3,
                          cm_points=18, ct_s1=150)  # fmt: skip
     t0 = time.process_time()
     res = DistillRun(teacher, dcfg, model=student_model()).run()
@@ -131,7 +132,7 @@ def run_reflow(n, iters, pairs):
     gmm, ref = reference(n)
     sde = ss.GeneralLinearSDE.rectified_flow()
     teacher = Teacher.from_mixture(gmm, sde)
-    dcfg = DistillConfig(method="reflow", steps=1, iters=iters, batch_size=512, lr=1e-3, pairs=pairs,
+    dcfg = DistillConfig(method="reflow", steps=1, iters=iters, batch_size=BATCH, lr=1e-3, pairs=pairs,
                          pair_sampler="heun", pair_steps=128)  # fmt: skip
     t0 = time.process_time()
     res = DistillRun(teacher, dcfg, model=student_model()).run()
@@ -156,7 +157,7 @@ def run_onedim(iters):
     sde = ss.VPSDE()
     eps = sde.default_eps
     teacher = Teacher.from_mixture(gmm, sde)
-    dcfg = DistillConfig(method="consistency", mode="cd", steps=1, iters=iters, batch_size=512, lr=1e-3)
+    dcfg = DistillConfig(method="consistency", mode="cd", steps=1, iters=iters, batch_size=BATCH, lr=1e-3)
     t0 = time.process_time()
     res = DistillRun(teacher, dcfg, model=student_model()).run()
     cpu = time.process_time() - t0
@@ -244,12 +245,19 @@ def main(argv=None):
     p.add_argument("--n", type=int, default=20000, help="samples per sliced-W2 estimate")
     p.add_argument("--iters", type=int, default=1500, help="training steps per round / per method")
     p.add_argument("--pairs", type=int, default=20000)
+    p.add_argument("--batch", type=int, default=256, help="training batch size")
     p.add_argument("--out", default=os.path.join(RESULTS, "distill_mixture"))
+    p.add_argument("--merge", nargs="*", default=[], help="JSON files of runs with other --out (sections in parallel) "
+                   "to merge into this one")  # fmt: skip
     a = p.parse_args(argv)
+    global BATCH
+    BATCH = a.batch
     torch.set_num_threads(1)
     path = a.out + ".json"
     res = json.load(open(path)) if os.path.isfile(path) else {}
-    for sec in a.only.split(","):
+    for other in a.merge:
+        res.update(json.load(open(other)))
+    for sec in [s for s in a.only.split(",") if s]:
         print(f"== {sec}", flush=True)
         if sec == "solvers":
             res[sec] = run_solvers(a.n)

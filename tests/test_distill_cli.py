@@ -140,3 +140,17 @@ def test_resume_from_any_checkpoint_is_exact(tmp_path, method, extra, keep):
     run.run()
     name = f"checkpoint_{last}.pt"
     _same(_weights(wd / "checkpoints" / name), _weights(cut / "checkpoints" / name))
+
+
+def test_bad_options_are_named(teacher, tmp_path, capsys):
+    base = ["distill", "--method", "consistency", "--teacher", str(teacher), "--no-progress"]
+    assert cli.main([*base, "--workdir", str(tmp_path / "a"), "--set", "itres=5"]) == 2
+    assert "itres" in capsys.readouterr().err
+    assert cli.main([*base, "--workdir", str(tmp_path / "b"), "--set", "mode=xx"]) == 2
+    assert "mode" in capsys.readouterr().err
+    assert cli.main([*base, "--workdir", str(teacher)]) == 2
+    assert "differ" in capsys.readouterr().err
+    from score_sde.training.distill import validate_distill
+
+    with pytest.raises(ValueError, match="sigma_data"):
+        validate_distill(DistillConfig(sigma_data=-1.0))
