@@ -17,7 +17,9 @@ the difference of variances is added). The last step returns alpha(eps) x0_hat, 
 With K = 1 this is one-step generation x_eps = alpha(eps) f(x_T, T). Shapes: x [B, ...].
 
 The stepper keeps no state between steps (it reads only the grid in ``ctx.grid``). It draws noise
-between steps, so it is stochastic; with one step it is deterministic.
+between steps, so it is stochastic; with one step it is deterministic. Given an ordinary score model it still
+runs, with Tweedie's posterior mean in place of f, which is not the PF-ODE's end point: its samples are then
+too narrow (the sampler is meant for consistency models).
 """
 
 from __future__ import annotations
