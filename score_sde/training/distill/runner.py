@@ -82,7 +82,8 @@ class DistillRun:
         model: the student network's config section (default: the teacher's; for an exact teacher a residual
             MLP, 128 wide, 3 blocks, v-prediction, trained from scratch in the first round).
         cfg: the student's whole config for the workdir (default: the teacher's with ``model`` / ``sampling``
-            replaced, or a ``mixture`` config for an exact teacher on VP / sub-VP / VE).
+            replaced, or for an exact teacher on VP / sub-VP / VE a config naming the ``mixture`` data set, the
+            8-Gaussian ring: give ``cfg`` when the teacher's mixture is another one).
         workdir: where checkpoints go (None: in memory only). device, dtype: of the student.
     """
 
@@ -97,8 +98,7 @@ class DistillRun:
                 raise ValueError(
                     f"incompatible teacher: reflow couples the teacher's prior noise with samples, but the student SDE "
                     f"{describe_sde(self.sde)} has prior std {self.sde.prior_std} and the teacher "
-                    f"({teacher.description}) "
-                    f"{teacher.sde.prior_std}"
+                    f"({teacher.description}) {teacher.sde.prior_std}"
                 )
         else:
             teacher.check_student(self.sde, teacher.data_shape, "the student SDE")
