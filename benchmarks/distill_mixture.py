@@ -38,7 +38,7 @@ RESULTS = os.path.join(HERE, "results")
 NFES = (1, 2, 4, 8, 50)
 SOLVERS = ("ddim", "dpm_solver_2", "dpm_solver_3", "dpmpp_2m", "dpmpp_3m", "unipc", "heun", "euler_maruyama")
 BATCH = 256
-SECTIONS = ("solvers", "progressive", "consistency_cd", "consistency_ct", "reflow", "onedim")
+SECTIONS = ("solvers", "progressive", "consistency_cd", "consistency_ct", "consistency_ct_short", "reflow", "onedim")
 
 
 def sdes():
@@ -114,18 +114,20 @@ def run_progressive(n, iters):
     return {"rows": rows, "cpu_s": cpu, "iters_per_round": iters, "rounds": dcfg.n_rounds}
 
 
-def run_consistency(n, iters, mode):
+def run_consistency(n, iters, mode, ct_s1=150):
     gmm, ref = reference(n)
     sde = ss.VPSDE()
     teacher = Teacher.from_mixture(gmm, sde)
     dcfg = DistillConfig(method="consistency", mode=mode, steps=1, iters=iters, batch_size=BATCH, lr=1e-3,
-                         cm_points=18, ct_s1=150)  # fmt: skip
+                         cm_points=17, ct_s1=ct_s1)  # fmt: skip
     t0 = time.process_time()
     res = DistillRun(teacher, dcfg, model=student_model()).run()
     cpu = time.process_time() - t0
-    label = "consistency distillation (Heun teacher, N = 18)" if mode == "cd" else "consistency training"
+    label = "consistency distillation (Heun teacher, N = 17)"
+    if mode == "ct":
+        label = f"consistency training (s1 = {ct_s1})"
     rows = student_rows(label, sde, res.model, "consistency", res.eps, n, ref)
-    return {"rows": rows, "cpu_s": cpu, "iters": iters}
+    return {"rows": rows, "cpu_s": cpu, "iters": iters, "ct_s1": ct_s1}
 
 
 def run_reflow(n, iters, pairs):
@@ -199,7 +201,7 @@ def markdown(res: dict) -> str:
                 L.append(f"| {nfe} | {b['solver']} ({b['sde']}) | {b['sw2']:.4f} |")
         L += ["", "Students (1 network evaluation per step):", "", "| student | steps = NFE | sliced W2 | "
               "best solver at that NFE | CPU time to train |", "|---|---|---|---|---|"]  # fmt: skip
-        for key in ("progressive", "consistency_cd", "consistency_ct", "reflow"):
+        for key in ("progressive", "consistency_cd", "consistency_ct", "consistency_ct_short", "reflow"):
             sec = res.get(key)
             if not sec:
                 continue
@@ -245,6 +247,7 @@ def main(argv=None):
     p.add_argument("--n", type=int, default=20000, help="samples per sliced-W2 estimate")
     p.add_argument("--iters", type=int, default=1500, help="training steps per round / per method")
     p.add_argument("--pairs", type=int, default=20000)
+    p.add_argument("--ct-s1", type=int, default=150, help="CT's final discretisation N(K) - 1 (the paper's s1)")
     p.add_argument("--batch", type=int, default=256, help="training batch size")
     p.add_argument("--out", default=os.path.join(RESULTS, "distill_mixture"))
     p.add_argument("--merge", nargs="*", default=[], help="JSON files of runs with other --out (sections in parallel) "
@@ -264,7 +267,9 @@ def main(argv=None):
         elif sec == "progressive":
             res[sec] = run_progressive(a.n, a.iters)
         elif sec in ("consistency_cd", "consistency_ct"):
-            res[sec] = run_consistency(a.n, 2 * a.iters, sec[-2:])
+            res[sec] = run_consistency(a.n, 2 * a.iters, sec[-2:], a.ct_s1)
+        elif sec == "consistency_ct_short":
+            res[sec] = run_consistency(a.n, 2 * a.iters, "ct", 20)
         elif sec == "reflow":
             res[sec] = run_reflow(a.n, 2 * a.iters, a.pairs)
         elif sec == "onedim":

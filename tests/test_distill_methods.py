@@ -120,3 +120,13 @@ def test_tiny_one_step_student_beats_one_step_solver(method):
     e_student, e_solver = _ring_error(x), _ring_error(base)
     print(method, e_student, e_solver)
     assert e_solver > 1.0 and e_student < 0.6 * e_solver, (e_student, e_solver)
+
+
+@pytest.mark.parametrize("name", ["vp", "ve"])
+def test_consistency_sampling_grids_lie_on_the_training_grid(name):
+    """With the default N = 17 the K-step Karras grids of the sampler (K | 16) are points of the CD grid."""
+    sde = SDES[name]()
+    train = karras_times(sde, DistillConfig().cm_points, 1e-3)
+    for K in (1, 2, 4, 8, 16):
+        g = ss.make_grid(sde, "karras", K, 1e-3)
+        assert all(torch.isclose(train, t, rtol=1e-6, atol=1e-9).any() for t in g), K

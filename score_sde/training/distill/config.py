@@ -35,7 +35,8 @@ class DistillConfig:
     ``truncated_snr`` (max(SNR, 1)) or ``snr_plus_one``.
 
     Consistency (Song et al. 2023): ``mode`` ``cd`` (distillation from the teacher's ODE step) or ``ct``
-    (training without a teacher); ``cm_points``: N of the sigma~ discretisation in CD; ``ode_step``
+    (training without a teacher); ``cm_points``: N of the sigma~ discretisation in CD (17: the K-step
+    sampling grids of K = 1, 2, 4, 8, 16 are points of it, see :mod:`.consistency`); ``ode_step``
     ``heun`` or ``euler`` (the teacher's PF-ODE step in CD); ``target_ema``: mu of the target network in
     CD; ``ct_s0``, ``ct_s1``, ``ct_mu0``: CT's schedules N(k) and mu(k) (Alg. 3 / App. C);
     ``sigma_data`` of the boundary parameterisation.
@@ -63,7 +64,7 @@ class DistillConfig:
     weighting: str = "truncated_snr"
     # consistency models
     mode: str = "cd"
-    cm_points: int = 18
+    cm_points: int = 17
     ode_step: str = "heun"
     target_ema: float = 0.95
     ct_s0: int = 2
