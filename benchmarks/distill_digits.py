@@ -44,6 +44,29 @@ def train_teacher(wd: str, iters: int) -> float:
     return time.process_time() - t0
 
 
+def report(res: dict, a) -> None:
+    """Write the markdown table of ``res`` to ``a.out``.md."""
+    tc, ti = res["teacher"]["cpu_s"], res["teacher"]["iters"]
+    L = ["# Few-step students of a digits teacher (FD-digits, lower is better)", "",
+         "Produced by `OMP_NUM_THREADS=1 .venv/bin/python benchmarks/distill_digits.py` "
+         f"`--teacher-iters {ti} --iters {a.iters} --n {a.n}`. FD-digits of {a.n} samples against the "
+         f"training digits; held-out digits: {res['floor_held_out']:.3f}. CPU time: the process's CPU seconds.", "",
+         f"Teacher: digits_vp MLP, v-prediction, {ti} steps" + (f" ({tc:.0f} s CPU)" if tc == tc else "") + ".",
+         "", "| teacher sampler | NFE 1 | NFE 2 | NFE 4 | NFE 50 |", "|---|---|---|---|---|"]  # fmt: skip
+    for s in ("ddim", "dpmpp_2m", "unipc"):
+        cells = [f"{r['fd']:.3f}" for r in res["teacher"]["rows"] if r["sampler"] == s]
+        L.append(f"| {s} | " + " | ".join(cells) + " |")
+    L += ["", "| student | 1 step | 2 steps | 4 steps | training steps | CPU time |", "|---|---|---|---|---|---|"]
+    for m in ("progressive", "consistency", "reflow"):
+        if m in res:
+            cells = {r["steps"]: f"{r['fd']:.3f}" for r in res[m]["rows"]}
+            L.append(f"| {m} | {cells.get(1, '-')} | {cells.get(2, '-')} | {cells.get(4, '-')} | "
+                     f"{res[m]['iters']} x {res[m]['rounds']} | {res[m]['cpu_s']:.0f} s |")  # fmt: skip
+    L += ["", "Sample grids: `distill_digits_teacher.png` (DDIM, 50 NFE) and `distill_digits_<method>.png` (1 step)."]
+    open(a.out + ".md", "w").write("\n".join(L) + "\n")
+    print("\n".join(L))
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--teacher-iters", type=int, default=8000)
@@ -52,7 +75,10 @@ def main(argv=None):
     p.add_argument("--n", type=int, default=1000, help="samples per FD-digits estimate")
     p.add_argument("--runs", default=os.path.join(ROOT, "runs", "distill_digits"))
     p.add_argument("--out", default=os.path.join(RESULTS, "distill_digits"))
+    p.add_argument("--report-only", action="store_true", help="rewrite the .md from the .json and stop")
     a = p.parse_args(argv)
+    if a.report_only:
+        return report(json.load(open(a.out + ".json")), a)
     torch.set_num_threads(1)
     from score_sde.evaluation import feature_statistics, frechet_distance, load_feature_net
     from score_sde.evaluation.feature_nets import load_split
@@ -74,6 +100,8 @@ def main(argv=None):
     x_T = sde.prior_sampling((a.n, 1, 8, 8), generator=torch.Generator().manual_seed(7), dtype=torch.float32)
     res = json.load(open(a.out + ".json")) if os.path.isfile(a.out + ".json") else {}
     res["floor_held_out"] = fd(held)
+    if teacher_cpu != teacher_cpu and "teacher" in res:  # a reused teacher keeps the time of its training run
+        teacher_cpu = res["teacher"]["cpu_s"]
     res["teacher"] = {"iters": a.teacher_iters, "cpu_s": teacher_cpu, "rows": []}
     for sampler in ("ddim", "dpmpp_2m", "unipc"):
         for nfe in (1, 2, 4, 50):
@@ -112,25 +140,8 @@ def main(argv=None):
                 save_samples(x[:64], f"{a.out}_{method}.png")
         res[method] = {"rows": rows, "cpu_s": cpu, "iters": iters, "rounds": dcfg.n_rounds}
         json.dump(res, open(a.out + ".json", "w"), indent=1)
-    L = ["# Few-step students of a digits teacher (FD-digits, lower is better)", "",
-         "Produced by `OMP_NUM_THREADS=1 .venv/bin/python benchmarks/distill_digits.py` "
-         f"`--teacher-iters {a.teacher_iters} --iters {a.iters} --n {a.n}`. FD-digits of {a.n} samples against the "
-         f"training digits; held-out digits: {res['floor_held_out']:.3f}.", "",
-         f"Teacher: digits_vp MLP, v-prediction, {a.teacher_iters} steps" +
-         (f" ({teacher_cpu:.0f} s CPU)" if teacher_cpu == teacher_cpu else "") + ".",
-         "", "| teacher sampler | NFE 1 | NFE 2 | NFE 4 | NFE 50 |", "|---|---|---|---|---|"]  # fmt: skip
-    for s in ("ddim", "dpmpp_2m", "unipc"):
-        cells = [f"{r['fd']:.3f}" for r in res["teacher"]["rows"] if r["sampler"] == s]
-        L.append(f"| {s} | " + " | ".join(cells) + " |")
-    L += ["", "| student | 1 step | 2 steps | 4 steps | training steps | CPU time |", "|---|---|---|---|---|---|"]
-    for m in ("progressive", "consistency", "reflow"):
-        if m in res:
-            cells = {r["steps"]: f"{r['fd']:.3f}" for r in res[m]["rows"]}
-            L.append(f"| {m} | {cells.get(1, '-')} | {cells.get(2, '-')} | {cells.get(4, '-')} | "
-                     f"{res[m]['iters']} x {res[m]['rounds']} | {res[m]['cpu_s']:.0f} s |")  # fmt: skip
-    L += ["", "Sample grids: `distill_digits_teacher.png` (DDIM, 50 NFE) and `distill_digits_<method>.png` (1 step)."]
-    open(a.out + ".md", "w").write("\n".join(L) + "\n")
-    print("\n".join(L))
+    report(res, a)
+
 
 
 if __name__ == "__main__":

@@ -187,8 +187,10 @@ def best_solver(sol, nfe):
 
 def markdown(res: dict) -> str:
     L = ["# Few-step students vs solvers on exact Gaussian mixtures", "",
-         "Produced by `OMP_NUM_THREADS=1 .venv/bin/python benchmarks/distill_mixture.py` (see the script's docstring).",
-         ""]  # fmt: skip
+         "Produced by `OMP_NUM_THREADS=1 .venv/bin/python benchmarks/distill_mixture.py "
+         f"--iters {res.get('iters', 1500)}` (its sections can run as separate processes, `--only`, merged with "
+         "`--merge`; every number is seeded, so the split does not change them). CPU time: the process's CPU "
+         "seconds of the training.", ""]  # fmt: skip
     sol = res.get("solvers")
     if sol:
         L += [f"## 2-D ring: sliced W2 to {sol['n']} exact samples (floor: two exact sample sets, "
@@ -260,6 +262,7 @@ def main(argv=None):
     res = json.load(open(path)) if os.path.isfile(path) else {}
     for other in a.merge:
         res.update(json.load(open(other)))
+    res["iters"] = a.iters
     for sec in [s for s in a.only.split(",") if s]:
         print(f"== {sec}", flush=True)
         if sec == "solvers":
@@ -276,12 +279,17 @@ def main(argv=None):
             res[sec] = run_onedim(2 * a.iters)
         else:
             raise SystemExit(f"unknown section {sec!r}; choose from {SECTIONS}")
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "w") as f:
-            json.dump(res, f, indent=1)
-        with open(a.out + ".md", "w") as f:
-            f.write(markdown(res))
+        write(res, a.out)
+    write(res, a.out)
     print(markdown(res))
+
+
+def write(res: dict, out: str) -> None:
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    with open(out + ".json", "w") as f:
+        json.dump(res, f, indent=1)
+    with open(out + ".md", "w") as f:
+        f.write(markdown(res))
 
 
 if __name__ == "__main__":
