@@ -130,3 +130,20 @@ def test_consistency_sampling_grids_lie_on_the_training_grid(name):
     for K in (1, 2, 4, 8, 16):
         g = ss.make_grid(sde, "karras", K, 1e-3)
         assert all(torch.isclose(train, t, rtol=1e-6, atol=1e-9).any() for t in g), K
+
+
+def test_v_target_is_the_snr_plus_one_weighted_x0_loss_on_vp():
+    """On VP (alpha^2 + sigma^2 = 1): |v - v~|^2 = |x0 - x~|^2 / sigma^2 = (SNR + 1) |x0 - x~|^2."""
+    from score_sde.nets import build_net
+    from score_sde.training.distill.progressive import progressive_loss
+
+    sde = ss.VPSDE()
+    teacher = Teacher.from_mixture(mixture_distribution(), sde)
+    torch.manual_seed(0)
+    student = ss.ScoreModel(build_net("mlp", dim=2, hidden=16, depth=1, emb_dim=8).double(), sde, prediction="eps")
+    x0 = mixture_distribution().sample(64, generator=torch.Generator().manual_seed(0))
+    grids = nested_grids(sde, 4, 1e-3)
+    lv = progressive_loss(student, teacher, x0, grids, torch.Generator().manual_seed(1), target="v")
+    lx = progressive_loss(student, teacher, x0, grids, torch.Generator().manual_seed(1), weighting="snr_plus_one")
+    lt = progressive_loss(student, teacher, x0, grids, torch.Generator().manual_seed(1))
+    assert torch.allclose(lv, lx, rtol=1e-9) and not torch.allclose(lx, lt, rtol=1e-6)  # weights differ where SNR < 1
