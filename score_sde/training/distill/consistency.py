@@ -71,7 +71,7 @@ def consistency_loss(student, target_model, x0, times, generator, *, teacher=Non
     sde, B = student.sde, x0.shape[0]
     n = torch.randint(0, times.numel() - 1, (B,), generator=generator)
     t_n, t_n1 = times[n].to(x0), times[n + 1].to(x0)
-    z = torch.randn(x0.shape, generator=generator, dtype=x0.dtype)
+    z = torch.randn(x0.shape, generator=generator, dtype=x0.dtype).to(x0.device)  # CPU draws: any device
     x_n1 = bcast(sde.alpha(t_n1).to(x0), x0) * x0 + bcast(sde.sigma(t_n1).to(x0), x0) * z
     with torch.no_grad():
         if teacher is not None:

@@ -65,7 +65,7 @@ def progressive_loss(student, teacher, x0: torch.Tensor, grids, generator, *, ta
     K = g.numel() - 1
     i = torch.randint(0, K, (B,), generator=generator)
     t, t_mid, t_end = g[i].to(x0), g2[2 * i + 1].to(x0), g[i + 1].to(x0)
-    noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype)
+    noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype).to(x0.device)  # CPU draws: any device
     a, s = bcast(sde.alpha(t).to(x0), x0), bcast(sde.sigma(t).to(x0), x0)
     x_t = a * x0 + s * noise
     with torch.no_grad():

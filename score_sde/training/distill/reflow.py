@@ -40,13 +40,15 @@ def velocity_weight(sde, t: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def couple(sde, score_fn, n: int, shape, generator, *, sampler="heun", steps=32, eps=None, batch=2000, dtype=None):
-    """n pairs (x_0 [n, *shape], z [n, *shape]) with x_0 = the PF-ODE image of z = x_T under ``score_fn``."""
+def couple(sde, score_fn, n: int, shape, generator, *, sampler="heun", steps=32, eps=None, batch=2000, dtype=None,
+           device=None):
+    """n pairs (x_0 [n, *shape], z [n, *shape]) on the CPU with x_0 = the PF-ODE image of z = x_T under ``score_fn``
+    (z is drawn on the CPU with ``generator``; the ODE runs on ``device``)."""
     from ...solvers import sample
 
     dtype = dtype or torch.get_default_dtype()
     z = sde.prior_sampling((n, *shape), generator=generator, dtype=dtype)
-    out = [sample(sde, score_fn, x_T=z[i : i + batch], sampler=sampler, steps=steps, eps=eps).x
+    out = [sample(sde, score_fn, x_T=z[i : i + batch].to(device), sampler=sampler, steps=steps, eps=eps).x.cpu()
            for i in range(0, n, batch)]  # fmt: skip
     return torch.cat(out), z
 

@@ -192,7 +192,7 @@ class DistillRun:
             teacher = self.teacher if r == 0 else Teacher.from_student(self.teacher, self.student)
             g = torch.Generator().manual_seed(_mix_seed(d.seed, 7, r))
             x0, z = couple(teacher.sde, teacher.score, d.pairs, self.shape, g, sampler=d.pair_sampler,
-                           steps=d.pair_steps, eps=self.eps, dtype=self.dtype)  # fmt: skip
+                           steps=d.pair_steps, eps=self.eps, dtype=self.dtype, device=self.device)  # fmt: skip
             self.round_state["x0"], self.round_state["z"] = x0, z
         self._use_round_state()
 
