@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import typing
 from dataclasses import dataclass
 
 METHODS = ("progressive", "consistency", "reflow")
@@ -155,7 +156,7 @@ def coerce_option(key: str, value: str):
     names = {f.name: f for f in dataclasses.fields(DistillConfig)}
     if key not in names:
         raise ValueError(f"unknown distill option {key!r}; valid: {sorted(names)}")
-    hints = __import__("typing").get_type_hints(DistillConfig)
+    hints = typing.get_type_hints(DistillConfig)
     return coerce(f"distill.{key}", value, hints[key], from_string=True)
 
 
