@@ -7,6 +7,7 @@
                          [--predictor ... --corrector ... --snr ... --nfe ... --opt key=value ...]
                          [--guidance-scale 3 --class-labels 0,1] [--mask m.png --image x.png] [--plugin mod]
     score-sde likelihood --workdir runs/<name> [--split test] [--divergence hutchinson --probes 1]
+    score-sde distill    --method progressive|consistency|reflow --teacher runs/<name> --workdir runs/<student>
     score-sde figures    [--fast] [--only fig2,table1]   (source checkout: writes out/paper_figures/)
     torchrun --nproc_per_node=N -m score_sde train ...      (DistributedDataParallel; same flags)
 
@@ -268,6 +269,7 @@ def register_plugins() -> None:
             raise
     importlib.import_module(f"{__package__}.evaluate_cli").register()
     importlib.import_module(f"{__package__}.pretrained_cli").register()  # --pretrained, convert
+    importlib.import_module(f"{__package__}.distill_cli").register()
     if "figures" not in SUBCOMMANDS:
         mod = _figures_module()
         if mod is not None:

@@ -147,6 +147,19 @@ MUTANTS: list[Mutant] = [
            "return sde.g2(t) ** 2 / 2", ("tests/test_flow_matching.py",), "flow-matching weight g^4/2"),
     Mutant("straightness_sign", "score_sde/metrics.py", "sq = sum(((d + v) ** 2)", "sq = sum(((d - v) ** 2)",
            ("tests/test_straightness.py",), "straightness against the reversed velocity"),
+    # --- distillation (score_sde/training/distill) ---------------------------------------------
+    Mutant("cm_c_skip_edm", "score_sde/training/distill/boundary.py", "c_skip = sd2 / (d * d + sd2)",
+           "c_skip = sd2 / (st * st + sd2)", ("tests/test_distill_sampler.py",),
+           "consistency c_skip without the sigma_min shift (boundary condition lost)"),
+    Mutant("pd_target_denominator", "score_sde/training/distill/progressive.py",
+           "return (x_end - r * x_t) / (a_e - r * a_t)", "return (x_end - r * x_t) / a_e",
+           ("tests/test_distill_methods.py",), "progressive-distillation target without the r alpha_t term"),
+    Mutant("reflow_weight_no_alpha", "score_sde/training/distill/reflow.py",
+           "return (sde.alpha(t.to(torch.float64)) * dlam) ** 2", "return dlam**2",
+           ("tests/test_distill_methods.py",), "flow-matching weight without alpha"),
+    Mutant("cm_sampler_no_renoise", "score_sde/solvers/consistency.py",
+           "out.x = a_next * (x0 + math.sqrt(var) * ctx.randn_like(x))", "out.x = a_next * x0",
+           ("tests/test_distill_sampler.py",), "multistep consistency sampling without noise between steps"),
 ]
 
 

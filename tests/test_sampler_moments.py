@@ -35,6 +35,7 @@ STOCHASTIC = {
     "dpmpp_2m_sde": dict(steps=100, eta=1.0),
     "edm": dict(steps=100, S_churn=40.0, S_min=0.05, S_max=50.0, S_noise=1.003),  # EDM churn
     "restart": dict(steps=40, restart_sigma=(0.05, 3.0), restart_steps=12),
+    "consistency": dict(steps=3),  # run on the exact consistency function (a tight PF-ODE solve), not the score
 }
 # registered names that are deterministic whatever their options
 DETERMINISTIC = {"dpm_solver_1", "dpm_solver_2", "dpm_solver_3", "dpmpp_2m", "dpmpp_3m", "heun", "unipc"}
@@ -53,6 +54,22 @@ def test_every_registered_sampler_is_classified():
         assert spec.build(**opts).stochastic == (name in covered), name
 
 
+def _consistency_oracle(gmm, sde, eps):
+    """The consistency sampler needs the consistency function f(x, t) = x~_eps (Song et al. 2023), not a score:
+    here the exact one, a tight PF-ODE solve from t to eps, handed over as the score whose Tweedie estimate is f,
+    (alpha(t) f - x) / sigma(t)^2."""
+    a_eps = float(sde.alpha(torch.tensor(eps, dtype=torch.float64)))
+
+    def score(x, t):
+        t0 = float(t[0])
+        grid = torch.tensor([t0, eps], dtype=torch.float64)
+        x_eps = ss.sample(sde, gmm.score_fn(sde), x_T=x, sampler="ode", grid=grid, rtol=1e-9, atol=1e-9).x
+        a, s = float(sde.alpha(t0)), float(sde.sigma(t0))
+        return (a * x_eps / a_eps - x) / (s * s)
+
+    return score
+
+
 @pytest.mark.parametrize("key", list(STOCHASTIC))
 def test_stochastic_sampler_mean_and_covariance(key):
     gmm, sde = mixture_scales_4d(), SDES["vp"]()
@@ -62,7 +79,8 @@ def test_stochastic_sampler_mean_and_covariance(key):
     x_T = gmm.marginal_sample(N, sde.T, sde, generator=gen)
     opts = dict(STOCHASTIC[key])
     sampler = opts.pop("sampler", key)
-    x = ss.sample(sde, gmm.score_fn(sde), x_T=x_T, sampler=sampler, generator=gen, **opts).x
+    score = _consistency_oracle(gmm, sde, eps) if sampler == "consistency" else gmm.score_fn(sde)
+    x = ss.sample(sde, score, x_T=x_T, sampler=sampler, generator=gen, **opts).x
     assert x.dtype == torch.float64 and torch.isfinite(x).all()
     Cx = torch.cov(x.T)
     z_m = ((x.mean(0) - m) / se_m).abs().max().item()

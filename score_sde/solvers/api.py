@@ -18,7 +18,7 @@ import torch
 
 from ..sde.base import LinearSDE
 from ..utils import check_finite
-from . import fast, ode, predictors, sdeint
+from . import consistency, fast, ode, predictors, sdeint
 from .base import Stepper
 from .correctors import AnnealedLangevinCorrector, LangevinCorrector, NoneCorrector, PCStepper
 from .grids import make_grid
@@ -103,6 +103,7 @@ def _register_builtins() -> None:
     reg("heun", build=fast._heun, default_grid="karras", doc="EDM Heun (Karras et al. 2022, Alg. 1)")
     reg("edm", build=fast._edm, default_grid="karras", doc="EDM sampler (Alg. 2); deterministic unless S_churn > 0")
     reg("restart", build=fast.Restart, default_grid="karras", doc="Restart sampling (Xu et al. 2023)")
+    reg("consistency", build=consistency.ConsistencySampler, default_grid="karras", doc="consistency models (Alg. 1)")
 
 
 _register_builtins()

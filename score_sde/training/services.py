@@ -228,6 +228,10 @@ def load_workdir(workdir: str | os.PathLike, *, device: str = "auto", ema: bool 
         e.copy_to(net)
     net.eval()
     model = ScoreModel(net, sde, prediction=cfg.model.prediction, time_labels=cfg.model.time_labels)
+    if state.get("consistency") is not None:  # a consistency-model student (score_sde.training.distill)
+        from .distill.boundary import from_marker
+
+        model = from_marker(net, sde, state["consistency"])
     return cfg, sde, model, state
 
 
