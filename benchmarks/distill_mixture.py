@@ -31,7 +31,7 @@ from score_sde.analytic import GaussianMixture
 from score_sde.metrics import sliced_w2
 from score_sde.training.config import ModelConfig
 from score_sde.training.data import mixture_distribution
-from score_sde.training.distill import DistillConfig, DistillRun, Teacher, straightness
+from score_sde.training.distill import DistillConfig, DistillRun, Teacher
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results")
@@ -146,8 +146,8 @@ def run_reflow(n, iters, pairs):
         return res.model.score(x.float(), t.float()).double()
 
     with torch.no_grad():
-        s_before = straightness(sde, teacher.score, x_T, steps=64)
-        s_after = straightness(sde, score32, x_T, steps=64)
+        s_before = float(ss.metrics.straightness(sde, teacher.score, x_T, steps=64))
+        s_after = float(ss.metrics.straightness(sde, score32, x_T, steps=64))
     one_before = error(ss.sample(sde, teacher.score, x_T=starts(sde, n), sampler="ddim", steps=1).x, ref)
     return {"rows": rows, "cpu_s": cpu, "iters": iters, "pairs": pairs, "straightness_before": s_before,
             "straightness_after": s_after, "one_step_before": one_before,
@@ -225,7 +225,7 @@ def markdown(res: dict) -> str:
     rf = res.get("reflow")
     if rf:
         L += ["", "## Reflow: one round on the rectified-flow path", "",
-              "| flow | straightness S (64 Euler steps) | 1-step sliced W2 |", "|---|---|---|",
+              "| flow | straightness S (64 Heun steps, 2000 paths) | 1-step sliced W2 |", "|---|---|---|",
               f"| exact teacher (1-rectified flow) | {rf['straightness_before']:.4f} | {rf['one_step_before']:.4f} |",
               f"| reflow student (2-rectified flow) | {rf['straightness_after']:.4f} | {rf['one_step_after']:.4f} |",
               "", f"({rf['pairs']} pairs coupled by 128 Heun steps of the exact PF-ODE, {rf['iters']} training "

@@ -9,7 +9,6 @@ equations and measured results.
 
 from .boundary import ConsistencyModel
 from .config import DistillConfig, distill_config_from_dict, validate_distill
-from .reflow import straightness
 from .runner import DistillResult, DistillRun, distill
 from .teacher import Teacher
 
@@ -21,6 +20,5 @@ __all__ = [
     "Teacher",
     "distill",
     "distill_config_from_dict",
-    "straightness",
     "validate_distill",
 ]
