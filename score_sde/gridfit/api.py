@@ -21,11 +21,11 @@ from ..sde.base import LinearSDE
 from ..solvers.api import sample
 from .bound import StepDoublingBound
 from .object import FittedGrid, sde_fingerprint, steps_for_nfe
-from .param import grid_from_coefficients, n_coefficients
+from .param import GridMap, n_coefficients
 from .teacher import TeacherLoss
 
 METHODS = ("teacher", "bound")
-BASES = ("auto", "logsnr", "karras")
+BASES = ("auto", "logsnr", "karras", "quadratic")
 
 
 class _Counting:
@@ -70,7 +70,8 @@ def optimize_grid(
             :mod:`score_sde.gridfit.teacher`) or "bound" (the teacher-free step-doubling error estimate,
             :mod:`score_sde.gridfit.bound`).
         eps: end time (default ``sde.default_eps``).
-        bases: grid kinds the search starts from (one optimiser start each).
+        bases: grid kinds the search starts from (one optimiser start for each distinct grid: on VP "auto" is
+            "quadratic", on VE it is "logsnr").
         max_k: at most this many coefficients (eq. (1) of :mod:`score_sde.gridfit.param`).
         max_evals: loss evaluations per start (Nelder-Mead's maxfev).
         teacher_steps: steps of the teacher solve (method "teacher").
@@ -106,38 +107,42 @@ def optimize_grid(
     K = n_coefficients(steps, max_k)
     evals = 0
 
-    def objective(c, base):
+    def objective(c, gmap):
         nonlocal evals
         evals += 1
         try:
-            v = loss(grid_from_coefficients(sde, base, c))
+            v = loss(gmap(c))
         except (ValueError, RuntimeError):
             return 1e300
         return math.log(v) if math.isfinite(v) and v > 0 else 1e300
 
     best = None
-    per_base = {}
+    per_base, seen = {}, []
     for kind in bases:
         base = sample(sde, score, x_T=x_T[:1], sampler=sampler, nfe=nfe, grid=kind, eps=eps, cond=cond,
                       **sampler_options).grid.to(torch.float64)  # fmt: skip
         if base.numel() != steps + 1 or base[-1] <= 0:
             raise ValueError(f"{sampler} builds a grid of {base.numel()} times ending at {float(base[-1])} from "
                              f"kind {kind!r}; only grids of {steps + 1} times ending at eps can be fitted")  # fmt: skip
-        f0 = objective(np.zeros(K), base)
+        if any(torch.equal(base, b) for b in seen):
+            continue
+        seen.append(base)
+        gmap = GridMap(sde, base)
+        f0 = objective(np.zeros(K), gmap)
         c, f = np.zeros(K), f0
         if K > 0:
             simplex = np.vstack([np.zeros(K), 0.5 * np.eye(K)])
-            r = minimize(objective, np.zeros(K), args=(base,), method="Nelder-Mead",
+            r = minimize(objective, np.zeros(K), args=(gmap,), method="Nelder-Mead",
                          options=dict(maxfev=max_evals, initial_simplex=simplex, xatol=1e-3, fatol=1e-4))  # fmt: skip
             if r.fun < f0:
                 c, f = r.x, float(r.fun)
         per_base[kind] = {"loss_base": math.exp(f0) if f0 < 1e299 else None, "loss_fit": math.exp(f) if f < 1e299
                           else None, "coefficients": [float(v) for v in c]}  # fmt: skip
         if best is None or f < best[0]:
-            best = (f, kind, grid_from_coefficients(sde, base, c))
+            best = (f, kind, gmap(c))
     f, kind, times = best
     seconds = time.perf_counter() - t0
-    cost = {"nfe": score.nfe, "seconds": seconds, "starts": len(bases), "fit_samples": int(x_T.shape[0]),
+    cost = {"nfe": score.nfe, "seconds": seconds, "starts": len(seen), "fit_samples": int(x_T.shape[0]),
             "evaluations": evals}  # fmt: skip
     info = {"base": kind, "loss": math.exp(f) if f < 1e299 else None, "per_base": per_base, "k": K,
             "teacher_steps": teacher_steps if method == "teacher" else None}  # fmt: skip
