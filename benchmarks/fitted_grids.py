@@ -122,6 +122,7 @@ def main(argv=None) -> int:
     ap.add_argument("--n-fit", type=int, default=128, help="fitting starts")
     ap.add_argument("--max-evals", type=int, default=100, help="loss evaluations per optimiser start")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="held-out seeds")
+    ap.add_argument("--mixtures", nargs="+", default=None, help="mixture names (default: all four)")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     if args.quick:
@@ -136,7 +137,13 @@ def main(argv=None) -> int:
         return 1
     t_start = time.time()
     rows = []
-    for mname, gmm in P.mixtures(args.quick).items():
+    mixes = P.mixtures(args.quick)
+    if args.mixtures:
+        unknown = sorted(set(args.mixtures) - set(P.mixtures(False)))
+        if unknown:
+            ap.error(f"unknown mixture(s) {unknown}; choose from {sorted(P.mixtures(False))}")
+        mixes = {k: v for k, v in P.mixtures(False).items() if k in args.mixtures}
+    for mname, gmm in mixes.items():
         oracle = P.Oracle(gmm)
         for sname, (sde, eps) in sdes().items():
             s_max = float(sde.sigma_tilde(torch.tensor(sde.T, dtype=F64)))
