@@ -140,6 +140,11 @@ MUTANTS: list[Mutant] = [
            "return -logp / (dim * math.log(2)) - math.log2(self.scale) + math.log2(self.levels)",
            "return -logp / (dim * math.log(2)) + math.log2(self.scale) + math.log2(self.levels)",
            ("tests/test_likelihood.py",), "bits/dim with + log2 a"),
+    Mutant("fitted_grid_any_sde", "score_sde/gridfit/object.py", "if not _same_sde(here, self.sde):", "if False:",
+           ("tests/test_gridfit.py",), "a fitted grid accepted on another SDE"),
+    Mutant("bound_no_halving", "score_sde/gridfit/bound.py", "coarse, fine = self._run(times), self._run(halve(",
+           "coarse, fine = self._run(times), self._run((", ("tests/test_gridfit.py",),
+           "step-doubling bound compares the grid with itself"),
 ]
 
 
