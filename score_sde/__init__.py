@@ -7,6 +7,7 @@ score/nets -> solvers -> likelihood -> guidance -> pretrained/evaluation -> trai
 from . import analytic, guidance, metrics, nets, pretrained
 from .analytic import EmpiricalDistribution, Gaussian, GaussianMixture
 from .data_scaling import DataScaling
+from .gridfit import FittedGrid, optimize_grid
 from .guidance import ClassifierFreeGuidance, ClassifierGuidance, colorize, drop_condition, impute
 from .likelihood import (
     DatasetBitsPerDim,
@@ -53,6 +54,8 @@ __all__ = [
     "SampleResult",
     "available_samplers",
     "make_grid",
+    "optimize_grid",
+    "FittedGrid",
     "per_sample_generators",
     "NonFiniteScoreWarning",
     "ODESolveError",

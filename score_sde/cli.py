@@ -270,6 +270,7 @@ def register_plugins() -> None:
     importlib.import_module(f"{__package__}.evaluate_cli").register()
     importlib.import_module(f"{__package__}.pretrained_cli").register()  # --pretrained, convert
     importlib.import_module(f"{__package__}.distill_cli").register()
+    importlib.import_module(f"{__package__}.gridfit_cli").register()  # optimize-grid
     if "figures" not in SUBCOMMANDS:
         mod = _figures_module()
         if mod is not None:

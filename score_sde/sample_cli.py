@@ -65,7 +65,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sampler", default=None, help="a name of ss.available_samplers() (default: the config's)")
     p.add_argument("--steps", type=int, default=None, help="grid steps (default: the config's)")
     p.add_argument("--nfe", type=int, default=None, help="a budget of score evaluations instead of --steps")
-    p.add_argument("--grid", default=None, help="time grid: uniform, quadratic, discrete, karras, logsnr, auto")
+    p.add_argument("--grid", default=None, help="time grid: uniform, quadratic, discrete, karras, logsnr, auto, "
+                   "or a fitted grid's JSON file (score-sde optimize-grid)")
     p.add_argument("--eps", type=float, default=None, help="end time (default 1e-3 VP/sub-VP, 1e-5 VE)")
     p.add_argument(
         "--num",
@@ -329,6 +330,7 @@ def run(args) -> int:
     import torch
 
     from . import guidance as G
+    from .gridfit_cli import fitted_grid_or_none
     from .solvers import available_samplers, sample
     from .training.distributed import cleanup, gather_cat, init_distributed, shard_range
     from .training.trainer import _mix_seed, load_workdir
@@ -350,9 +352,10 @@ def run(args) -> int:
     ctx = init_distributed(args.device)
     try:
         cfg, sde, model, state = load_workdir(args.workdir, device=args.device, ema=not args.no_ema)
-        sampler = args.sampler or cfg.sampling.sampler
+        fitted = fitted_grid_or_none(args.grid)  # a FittedGrid file sets the sampler, NFE and eps it was fitted for
+        sampler = args.sampler or (fitted.sampler if fitted else cfg.sampling.sampler)
         opts = resolve_options(cfg, sampler, args)
-        steps = args.steps if args.steps is not None else (None if args.nfe is not None else cfg.sampling.steps)
+        steps = args.steps if args.steps is not None or args.nfe is not None or fitted else cfg.sampling.steps
         shape = tuple(int(s) for s in state["data_shape"])
         info = G.conditioning_of(model)
         labels = class_labels(args.class_labels, info["num_classes"], args.guidance_scale is not None)
@@ -365,10 +368,11 @@ def run(args) -> int:
         bs = args.batch_size or max(hi - lo, 1)
         if ctx.is_main and (bs < hi - lo or ctx.world_size > 1):
             _warn_if_batch_coupled(sampler, opts)
-        common = dict(steps=steps, nfe=args.nfe, eps=args.eps if args.eps is not None else cfg.sampling.eps,
+        eps = args.eps if args.eps is not None or fitted else cfg.sampling.eps
+        common = dict(steps=steps, nfe=args.nfe, eps=eps,
                       progress=progress and ctx.is_main, dtype=p.dtype, device=p.device)  # fmt: skip
         if args.grid is not None:
-            common["grid"] = args.grid
+            common["grid"] = fitted or args.grid
 
         def solve(i, b):
             gens = per_sample_generators([_mix_seed(args.seed, j) for j in range(i, i + b)], device=p.device)

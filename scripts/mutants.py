@@ -160,6 +160,11 @@ MUTANTS: list[Mutant] = [
     Mutant("cm_sampler_no_renoise", "score_sde/solvers/consistency.py",
            "out.x = a_next * (x0 + math.sqrt(var) * ctx.randn_like(x))", "out.x = a_next * x0",
            ("tests/test_distill_sampler.py",), "multistep consistency sampling without noise between steps"),
+    Mutant("fitted_grid_any_sde", "score_sde/gridfit/object.py", "if not _same_sde(here, self.sde):", "if False:",
+           ("tests/test_gridfit.py",), "a fitted grid accepted on another SDE"),
+    Mutant("bound_no_halving", "score_sde/gridfit/bound.py", "coarse, fine = self._run(times), self._run(halve(",
+           "coarse, fine = self._run(times), self._run((", ("tests/test_gridfit.py",),
+           "step-doubling bound compares the grid with itself"),
 ]
 
 

@@ -173,7 +173,8 @@ def sample(
         denoise: make the final step return its noise-free mean (no extra NFE).
         generator: ``None`` (global RNG), a torch.Generator, or one generator per sample.
         progress: show a tqdm progress bar.
-        grid: grid kind ("uniform", "quadratic", "discrete", "karras", "logsnr") or a tensor of times.
+        grid: grid kind ("uniform", "quadratic", "discrete", "karras", "logsnr") or a tensor of times, or an
+            ``ss.FittedGrid`` (refused unless fitted for this SDE, sampler and NFE; it sets nfe and eps).
         nfe: a budget of score evaluations; the largest number of steps within it is used.
         callback: ``callback(i, t, x, x0_hat)`` after every step (``ode``: at its output times, ``steps``
             of them or 32 by default; ``sde``: after every step; see
@@ -197,6 +198,9 @@ def sample(
         raise ValueError(f"unknown sampler {sampler!r}; valid samplers: {sorted(SAMPLERS)}")
     else:
         spec = SAMPLERS[sampler]
+    if getattr(grid, "is_fitted_grid", False):  # ss.FittedGrid (a layer above): checked against this call
+        grid, nfe, eps, sampler_options = grid.resolve(sde, sampler, sampler_options, nfe=nfe, steps=steps, eps=eps)
+        steps = None
     eps = sde.default_eps if eps is None else eps
     sde.check_eps(eps)
     if steps is not None and (not isinstance(steps, int) or isinstance(steps, bool) or steps < 1):
