@@ -18,7 +18,7 @@ import torch
 
 from ..sde.base import LinearSDE
 from ..utils import check_finite
-from . import fast, ode, predictors, sdeint
+from . import ddim, dpm_solver, edm, multistep, ode, predictors, sde_dpm, sdeint
 from .base import Stepper
 from .correctors import AnnealedLangevinCorrector, LangevinCorrector, NoneCorrector, PCStepper
 from .grids import make_grid
@@ -92,17 +92,17 @@ def _register_builtins() -> None:
     register_sampler("sde", solve=sdeint.sde_sample, default_grid="uniform", doc=doc)
 
     reg = register_sampler
-    reg("ddim", build=fast.DDIM, default_grid="auto", doc="DDIM with eta (eta=0: Euler in sigma~)")
-    reg("dpm_solver_1", build=fast._dpm1, default_grid="logsnr", doc="DPM-Solver-1 (= DDIM)")
-    reg("dpm_solver_2", build=fast._dpm2, default_grid="logsnr", doc="DPM-Solver-2, singlestep")
-    reg("dpm_solver_3", build=fast._dpm3, default_grid="logsnr", doc="DPM-Solver-3, singlestep")
-    reg("dpmpp_2m", build=functools.partial(fast.DPMSolverPP, 2), default_grid="auto", doc="DPM-Solver++(2M)")
-    reg("dpmpp_3m", build=functools.partial(fast.DPMSolverPP, 3), default_grid="auto", doc="DPM-Solver++(3M)")
-    reg("dpmpp_2m_sde", build=fast.DPMSolverPP2MSDE, default_grid="auto", doc="SDE-DPM-Solver++(2M)")
-    reg("unipc", build=fast.UniPC, default_grid="auto", doc="UniPC (UniP + UniC, bh2)")
-    reg("heun", build=fast._heun, default_grid="karras", doc="EDM Heun (Karras et al. 2022, Alg. 1)")
-    reg("edm", build=fast._edm, default_grid="karras", doc="EDM sampler (Alg. 2); deterministic unless S_churn > 0")
-    reg("restart", build=fast.Restart, default_grid="karras", doc="Restart sampling (Xu et al. 2023)")
+    reg("ddim", build=ddim.DDIM, default_grid="auto", doc="DDIM with eta (eta=0: Euler in sigma~)")
+    reg("dpm_solver_1", build=dpm_solver._dpm1, default_grid="logsnr", doc="DPM-Solver-1 (= DDIM)")
+    reg("dpm_solver_2", build=dpm_solver._dpm2, default_grid="logsnr", doc="DPM-Solver-2, singlestep")
+    reg("dpm_solver_3", build=dpm_solver._dpm3, default_grid="logsnr", doc="DPM-Solver-3, singlestep")
+    reg("dpmpp_2m", build=functools.partial(multistep.DPMSolverPP, 2), default_grid="auto", doc="DPM-Solver++(2M)")
+    reg("dpmpp_3m", build=functools.partial(multistep.DPMSolverPP, 3), default_grid="auto", doc="DPM-Solver++(3M)")
+    reg("dpmpp_2m_sde", build=sde_dpm.DPMSolverPP2MSDE, default_grid="auto", doc="SDE-DPM-Solver++(2M)")
+    reg("unipc", build=multistep.UniPC, default_grid="auto", doc="UniPC (UniP + UniC, bh2)")
+    reg("heun", build=edm._heun, default_grid="karras", doc="EDM Heun (Karras et al. 2022, Alg. 1)")
+    reg("edm", build=edm._edm, default_grid="karras", doc="EDM sampler (Alg. 2); deterministic unless S_churn > 0")
+    reg("restart", build=edm.Restart, default_grid="karras", doc="Restart sampling (Xu et al. 2023)")
 
 
 _register_builtins()
@@ -131,6 +131,17 @@ def _check_options(spec: SamplerSpec, options: dict) -> None:
     if bad:
         valid = sorted(names - _SOLVE_ARGS) if spec.solve is not None else sorted(names)
         raise TypeError(f"sampler {spec.name!r} got unknown option(s) {bad}; its options are {valid}")
+
+
+def _steps_within(stepper: Stepper, nfe: int) -> int:
+    """The most steps the stepper can run (``runs(steps)``, default all) within ``nfe`` evaluations."""
+    runs = getattr(stepper, "runs", None)
+    fits = [s for s in range(1, nfe + 1) if (runs is None or runs(s)) and stepper.nfe(s) <= nfe]
+    if not fits:
+        first = next((s for s in range(1, nfe + 2) if runs is None or runs(s)), None)
+        need = f"{stepper.nfe(first)} NFE" if first is not None else f"more than {nfe} NFE"
+        raise ValueError(f"nfe = {nfe} is below one run of {stepper.name} ({need})")
+    return max(fits)
 
 
 def available_samplers() -> list[str]:
@@ -246,9 +257,7 @@ def sample(
     if nfe is not None:
         if steps is not None:
             raise ValueError("give either steps or nfe, not both")
-        steps = max(s for s in range(1, nfe + 1) if stepper.nfe(s) <= nfe) if stepper.nfe(1) <= nfe else None
-        if steps is None:
-            raise ValueError(f"nfe = {nfe} is below one step of {stepper.name} ({stepper.nfe(1)} NFE)")
+        steps = _steps_within(stepper, nfe)
     if grid is None:  # the chain's own grid only when no step count is asked for
         grid = "uniform" if spec.default_grid == "discrete" and steps is not None else spec.default_grid
     if steps is None:
