@@ -22,7 +22,8 @@ from . import ddim, dpm_solver, edm, multistep, ode, predictors, sde_dpm, sdeint
 from .base import Stepper
 from .correctors import AnnealedLangevinCorrector, LangevinCorrector, NoneCorrector, PCStepper
 from .grids import make_grid
-from .loop import SampleResult, integrate
+from .loop import integrate
+from .observer import OutputOptions, SampleResult
 from .registry import CORRECTORS, PREDICTORS, SAMPLERS, SamplerSpec, register_corrector, register_sampler
 
 
@@ -109,7 +110,7 @@ _register_builtins()
 
 # arguments ``ss.sample`` itself hands to an adaptive back-end's solve function (not sampler options)
 _SOLVE_ARGS = {"sde", "score_fn", "x_T", "eps", "generator", "progress", "cond", "steps", "nfe", "denoise",
-               "callback", "record", "grid"}  # fmt: skip
+               "callback", "record", "grid", "output"}  # fmt: skip
 
 
 def sampler_option_names(sampler: str) -> list[str] | None:
@@ -168,6 +169,7 @@ def sample(
     cond=None,
     dtype: torch.dtype | None = None,
     device=None,
+    output: OutputOptions | None = None,
     **sampler_options,
 ) -> SampleResult:
     """Draw samples by integrating the reverse SDE / probability-flow ODE from T to ``eps``.
@@ -189,10 +191,13 @@ def sample(
             of them or 32 by default; ``sde``: after every step; see
             :func:`~score_sde.solvers.loop.observe_saved`).
         record: keep the trajectory and x_0 estimates in the result (at the same times as ``callback``).
+        output: ``denoise``, ``progress``, ``callback`` and ``record`` as one
+            :class:`~score_sde.solvers.observer.OutputOptions` (instead of those keywords, not beside them).
         **sampler_options: options of the sampler: ``predictor``, ``corrector``, ``snr``,
             ``corrector_steps``, ``per_sample_norms`` for ``pc``; ``method``, ``rtol``, ``atol``,
             ``float64``, ``per_sample``, ``max_nfe``, ``options`` for ``ode``
-            (:func:`score_sde.solvers.ode.ode_sample`); ``method``, ``dt`` for ``sde``
+            (:func:`score_sde.solvers.ode.ode_sample`; or ``solver=AdaptiveOptions(method, rtol, atol,
+            options, max_nfe)``); ``method``, ``dt`` for ``sde``
             (:func:`score_sde.solvers.sdeint.sde_sample`). An unknown option raises TypeError.
     Returns:
         :class:`SampleResult` with ``.x`` and ``.nfe``.
@@ -231,9 +236,10 @@ def sample(
         if dtype is not None:
             x_T = x_T.to(dtype)
     _check_options(spec, sampler_options)
+    output = _output_options(output, denoise=denoise, progress=progress, callback=callback, record=record)
     if spec.solve is not None:
         extra = {}
-        if record:
+        if output.record:
             extra["record"] = True
         if grid is not None:
             extra["grid"] = grid
@@ -243,12 +249,12 @@ def sample(
             x_T,
             eps=eps,
             generator=generator,
-            progress=progress,
+            progress=output.progress,
             cond=cond,
             steps=steps,
             nfe=nfe,
-            denoise=denoise,
-            callback=callback,
+            denoise=output.denoise,
+            callback=output.callback,
             **extra,
             **sampler_options,
         )
@@ -265,16 +271,17 @@ def sample(
     # a stepper may shape its own grid (e.g. a final denoising step to t = 0); otherwise the shared one
     build_grid = getattr(stepper, "build_grid", None)
     g = build_grid(sde, grid, steps, eps) if build_grid is not None else make_grid(sde, grid, steps, eps)
-    return integrate(
-        stepper,
-        sde,
-        score_fn,
-        x_T,
-        g,
-        generator=generator,
-        denoise=denoise,
-        progress=progress,
-        callback=callback,
-        record=record,
-        cond=cond,
-    )
+    return integrate(stepper, sde, score_fn, x_T, g, generator=generator, cond=cond, output=output)
+
+
+def _output_options(output: OutputOptions | None, **keywords) -> OutputOptions:
+    """``output=`` as given, or the keywords grouped; giving both is an error (unless the keywords keep their
+    defaults)."""
+    if output is None:
+        return OutputOptions(**keywords)
+    if not isinstance(output, OutputOptions):
+        raise TypeError(f"output must be an OutputOptions; got {type(output).__name__}")
+    changed = sorted(k for k, v in keywords.items() if v != getattr(OutputOptions(), k))
+    if changed:
+        raise ValueError(f"give {changed} inside output=OutputOptions(...) or as keywords, not both")
+    return output

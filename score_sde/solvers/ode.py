@@ -338,15 +338,14 @@ def ode_sample(
     callback: Callable | None = None,
     record: bool = False,
     grid=None,
-    method: str = "dopri5",
-    rtol: float = 1e-5,
-    atol: float = 1e-5,
+    method: str | None = None,
+    rtol: float | None = None,
+    atol: float | None = None,
     float64: bool = False,
     per_sample: bool = False,
     max_nfe: int | None = None,
     options: dict | None = None,
     solver: AdaptiveOptions | None = None,
-    output: OutputOptions | None = None,
 ) -> SampleResult:
     """The ``ode`` sampler: x_T -> x_eps along the probability-flow ODE with torchdiffeq.
 
@@ -367,15 +366,21 @@ def ode_sample(
     adds no noise, so ``denoise`` has nothing to remove and is ignored (as for the fixed-step
     probability-flow predictor); ``generator`` is unused (x_T is drawn by ``ss.sample``).
     """
+    loose = {"method": method, "rtol": rtol, "atol": atol, "options": options, "max_nfe": max_nfe}
     if solver is None:
+        d = AdaptiveOptions()
+        rtol = d.rtol if rtol is None else check_tolerance("rtol", rtol)
+        atol = d.atol if atol is None else check_tolerance("atol", atol)
         budget = max_nfe if max_nfe is not None else nfe
-        solver = AdaptiveOptions(method, check_tolerance("rtol", rtol), check_tolerance("atol", atol), options, budget)
+        solver = AdaptiveOptions(d.method if method is None else method, rtol, atol, options, budget)
     elif not isinstance(solver, AdaptiveOptions):
         raise TypeError(f"solver must be an AdaptiveOptions; got {type(solver).__name__}")
+    elif any(v is not None for v in loose.values()):
+        given = sorted(k for k, v in loose.items() if v is not None)
+        raise TypeError(f"give {given} inside solver=AdaptiveOptions(...) or as keywords, not both")
     elif nfe is not None and solver.max_nfe is None:
         solver = replace(solver, max_nfe=nfe)
-    if output is None:
-        output = OutputOptions(record=record, callback=callback, progress=progress, denoise=denoise)
+    output = OutputOptions(record=record, callback=callback, progress=progress, denoise=denoise)
     check_ode_dtype(x_T, "x_T")
     guard = ScoreGuard(score_fn, f"sampler 'ode' ({solver.method})")
     if grid is not None or steps is not None:

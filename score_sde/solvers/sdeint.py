@@ -190,7 +190,6 @@ def sde_sample(
     grid=None,
     method: str = "euler",
     dt: float | None = None,
-    output: OutputOptions | None = None,
 ) -> SampleResult:
     """The ``sde`` sampler: the reverse SDE (eq. 6) from T to ``eps`` with ``torchsde.sdeint``.
 
@@ -222,8 +221,7 @@ def sde_sample(
             raise ValueError(f"nfe= fixes the step count only for method='euler'; got method={method!r}")
         steps = nfe
     steps = sde.N if steps is None else steps
-    if output is None:
-        output = OutputOptions(record=record, callback=callback, progress=progress, denoise=denoise)
+    output = OutputOptions(record=record, callback=callback, progress=progress, denoise=denoise)
     h = (sde.T - eps) / steps
     times = torch.tensor([float(sde.T)] + [sde.T - k * h for k in range(1, steps)] + [float(eps)], dtype=torch.float64)
     guard = ScoreGuard(score_fn, f"sampler 'sde' ({method})")
