@@ -189,7 +189,7 @@ def sample(
         nfe: a budget of score evaluations; the largest number of steps within it is used.
         callback: ``callback(i, t, x, x0_hat)`` after every step (``ode``: at its output times, ``steps``
             of them or 32 by default; ``sde``: after every step; see
-            :func:`~score_sde.solvers.loop.observe_saved`).
+            :meth:`~score_sde.solvers.observer.Observer.saved`).
         record: keep the trajectory and x_0 estimates in the result (at the same times as ``callback``).
         output: ``denoise``, ``progress``, ``callback`` and ``record`` as one
             :class:`~score_sde.solvers.observer.OutputOptions` (instead of those keywords, not beside them).

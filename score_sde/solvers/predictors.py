@@ -15,9 +15,7 @@ import math
 
 import torch
 
-from ..sde.base import LinearSDE
 from ..sde.ve import VESDE
-from ..sde.vp import VPSDE, SubVPSDE
 from .base import StepOutput, Stepper
 from .coefficients import GridCoefficients, transition  # noqa: F401  (re-exported)
 from .problem import Problem
@@ -124,10 +122,6 @@ class ProbabilityFlowPredictor(Stepper):
         return StepOutput(x_new, x_new, x0=_x0(ctx, x, tv, s))
 
 
-def _is_vp(sde: LinearSDE) -> bool:
-    return isinstance(sde, VPSDE) and not isinstance(sde, SubVPSDE)
-
-
 class AncestralSampling(Stepper):
     """Ancestral sampling (Song et al. 2021, App. F; Ho et al. 2020, Alg. 2), on any grid.
 
@@ -155,7 +149,8 @@ class AncestralSampling(Stepper):
 
     The last step (``denoise=True``) returns the mean and draws no noise; on a DDPM chain's grid,
     which ends at t = 0, that mean is x_0 itself (clipped when ``clip_denoised``).
-    No ancestral sampler exists for sub-VP or general SDEs (a clear error says so). x: [B, ...].
+    Only SDEs that declare ``supports_ancestral`` (VP and its discrete chain, VE) take it; sub-VP and
+    general SDEs get a clear error. x: [B, ...].
     """
 
     name, order, nfe_per_step, stochastic = "ancestral", 1, 1, True
@@ -170,7 +165,7 @@ class AncestralSampling(Stepper):
         self.variance, self.clip_denoised, self.clip_range = variance, clip_denoised, float(clip_range)
 
     def check(self, sde):
-        if not (_is_vp(sde) or isinstance(sde, VESDE)):
+        if not sde.supports_ancestral:  # the SDE declares whether a discrete ancestral chain exists
             raise ValueError(
                 f"the ancestral predictor is defined for VPSDE (DDPM) and VESDE (SMLD) only; got {sde!r}. "
                 "Use 'reverse_diffusion' or 'euler_maruyama' instead."
