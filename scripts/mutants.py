@@ -90,9 +90,10 @@ MUTANTS: list[Mutant] = [
            "step = 1.3 * scale * (_norm(z, self.per_sample)",
            ("tests/test_sampler_steps.py", "tests/test_samplers.py"), "Langevin corrector step x 1.3"),
     # --- noise x 0.95 in every other stochastic sampler ----------------------------------------
-    noise("ancestral", P, "mean + std * ctx.randn_like(x)", "mean + 0.95 * std * ctx.randn_like(x)", "ancestral"),
-    noise("euler_maruyama", P, "mean + math.sqrt(-g2 * dt) * ctx.randn_like(x)",
-          "mean + 0.95 * math.sqrt(-g2 * dt) * ctx.randn_like(x)", "euler_maruyama"),
+    noise("ancestral", P, "mean + std * problem.randn_like(x)", "mean + 0.95 * std * problem.randn_like(x)",
+          "ancestral"),
+    noise("euler_maruyama", P, "mean + math.sqrt(-g2 * dt) * problem.randn_like(x)",
+          "mean + 0.95 * math.sqrt(-g2 * dt) * problem.randn_like(x)", "euler_maruyama"),
     noise("langevin", C, "x = mean + bcast(torch.sqrt(2 * step), x) * z",
           "x = mean + 0.95 * bcast(torch.sqrt(2 * step), x) * z", "pc", "langevin"),
     noise("annealed_langevin", C, "x = mean + noise * z", "x = mean + 0.95 * noise * z", "pc/annealed_langevin",

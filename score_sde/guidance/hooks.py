@@ -166,6 +166,9 @@ class ImputationStepper(StatefulStepper):
     def check(self, sde):
         self.inner.check(sde)
 
+    def runs(self, steps: int) -> bool:
+        return self.inner.runs(steps)
+
     def nfe(self, steps: int) -> int:
         return self.inner.nfe(steps)
 

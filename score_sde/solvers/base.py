@@ -78,8 +78,13 @@ class Stepper:
         provide ``correct`` and run inside :class:`~score_sde.solvers.correctors.PCStepper`."""
         raise TypeError(f"{type(self).__name__} has no step rule of its own (a corrector?); use it inside sampler='pc'")
 
+    def runs(self, steps: int) -> bool:
+        """Whether this stepper can run ``steps`` steps (e.g. a fixed plan of per-step orders runs one count)."""
+        return True
+
     def nfe(self, steps: int) -> int:
-        """Exact NFE of ``steps`` steps (override when the last or first step differs)."""
+        """Exact NFE of ``steps`` steps (override when the last or first step differs); only asked for step
+        counts the stepper :meth:`runs`."""
         return steps * self.nfe_per_step
 
     def __repr__(self) -> str:

@@ -48,7 +48,7 @@ class NonePredictor(Stepper):
 
     name, order, nfe_per_step, stochastic = "none", 0, 0, False
 
-    def step(self, ctx, x, t, t_next, i, last):
+    def step(self, problem, x, t, t_next, i, last):
         return StepOutput(x, x)
 
 
@@ -59,15 +59,15 @@ class EulerMaruyama(Stepper):
 
     name, order, nfe_per_step, stochastic = "euler_maruyama", 1, 1, True
 
-    def step(self, ctx, x, t, t_next, i, last):
-        c, k = ctx.coefficients(t, t_next, i)
-        tv = ctx.time_at(i, t, x)
-        s = ctx.score(x, tv)
+    def step(self, problem, x, t, t_next, i, last):
+        c, k = problem.coefficients(t, t_next, i)
+        tv = problem.time_at(i, t, x)
+        s = problem.score(x, tv)
         dt, g2 = c.dt[k], c.g2[k]
         mean = x * (1.0 + c.f[k] * dt) - (g2 * dt) * s
         if last:
-            return StepOutput(mean, mean, x0=_x0(ctx, x, tv, s))
-        return StepOutput(mean + math.sqrt(-g2 * dt) * ctx.randn_like(x), mean, x0=_x0(ctx, x, tv, s))
+            return StepOutput(mean, mean, x0=_x0(problem, x, tv, s))
+        return StepOutput(mean + math.sqrt(-g2 * dt) * problem.randn_like(x), mean, x0=_x0(problem, x, tv, s))
 
 
 class ReverseDiffusion(Stepper):
@@ -92,20 +92,20 @@ class ReverseDiffusion(Stepper):
             )
         self.discretization = discretization
 
-    def step(self, ctx, x, t, t_next, i, last):
-        tv = ctx.time_at(i, t, x)
-        s = ctx.score(x, tv)
+    def step(self, problem, x, t, t_next, i, last):
+        tv = problem.time_at(i, t, x)
+        s = problem.score(x, tv)
         if self.discretization == "chain":
-            f1, G = ctx.chain_coefficients(t, i)
+            f1, G = problem.chain_coefficients(t, i)
             mean = x * (1.0 - f1) + (G * G) * s
             noise_std = G
         else:
-            c, k = ctx.coefficients(t, t_next, i)
+            c, k = problem.coefficients(t, t_next, i)
             mean = x * (2.0 - c.a[k]) + c.G2[k] * s
             noise_std = c.sqrt_G2[k]
         if last:
-            return StepOutput(mean, mean, x0=_x0(ctx, x, tv, s))
-        return StepOutput(mean + noise_std * ctx.randn_like(x), mean, x0=_x0(ctx, x, tv, s))
+            return StepOutput(mean, mean, x0=_x0(problem, x, tv, s))
+        return StepOutput(mean + noise_std * problem.randn_like(x), mean, x0=_x0(problem, x, tv, s))
 
 
 class ProbabilityFlowPredictor(Stepper):
@@ -114,12 +114,12 @@ class ProbabilityFlowPredictor(Stepper):
 
     name, order, nfe_per_step, stochastic = "probability_flow", 1, 1, False
 
-    def step(self, ctx, x, t, t_next, i, last):
-        c, k = ctx.coefficients(t, t_next, i)
-        tv = ctx.time_at(i, t, x)
-        s = ctx.score(x, tv)
+    def step(self, problem, x, t, t_next, i, last):
+        c, k = problem.coefficients(t, t_next, i)
+        tv = problem.time_at(i, t, x)
+        s = problem.score(x, tv)
         x_new = x * (2.0 - c.a[k]) + (0.5 * c.G2[k]) * s
-        return StepOutput(x_new, x_new, x0=_x0(ctx, x, tv, s))
+        return StepOutput(x_new, x_new, x0=_x0(problem, x, tv, s))
 
 
 class AncestralSampling(Stepper):
@@ -171,12 +171,12 @@ class AncestralSampling(Stepper):
                 "Use 'reverse_diffusion' or 'euler_maruyama' instead."
             )
 
-    def step(self, ctx, x, t, t_next, i, last):
-        c, k = ctx.coefficients(t, t_next, i)
-        tv = ctx.time_at(i, t, x)
-        s = ctx.score(x, tv)
+    def step(self, problem, x, t, t_next, i, last):
+        c, k = problem.coefficients(t, t_next, i)
+        tv = problem.time_at(i, t, x)
+        s = problem.score(x, tv)
         G2 = c.G2[k]
-        ve = isinstance(ctx.sde, VESDE)
+        ve = isinstance(problem.sde, VESDE)
         small = self.variance == "fixed_small" or (self.variance is None and ve)
         std = c.sigma_next[k] * c.sqrt_G2[k] / c.sigma[k] if small else c.sqrt_G2[k]
         x0 = None
@@ -191,5 +191,5 @@ class AncestralSampling(Stepper):
         else:
             mean = (x + G2 * s) / c.a[k]
         if last:
-            return StepOutput(mean, mean, x0=x0 if x0 is not None else _x0(ctx, x, tv, s))
-        return StepOutput(mean + std * ctx.randn_like(x), mean, x0=x0 if x0 is not None else _x0(ctx, x, tv, s))
+            return StepOutput(mean, mean, x0=x0 if x0 is not None else _x0(problem, x, tv, s))
+        return StepOutput(mean + std * problem.randn_like(x), mean, x0=x0 if x0 is not None else _x0(problem, x, tv, s))
