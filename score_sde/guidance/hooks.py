@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
 
 import torch
 
 from ..sde.base import LinearSDE
-from ..solvers.api import SAMPLERS, available_samplers, sample
-from ..solvers.base import Context, StepOutput, Stepper
-from ..solvers.loop import SampleResult
+from ..solvers.api import SAMPLERS, sample
+from ..solvers.base import StatefulStepper, Stepper
+from ..solvers.observer import SampleResult
+from ..solvers.problem import Problem
 from ..utils import Generator, as_time, bcast, check_finite
 
 # ---------------------------------------------------------------------------------------------
@@ -118,7 +121,15 @@ class Observation:
         return mean + bcast(sde.sigma(tv).to(x), x) * z, mean
 
 
-class ImputationStepper(Stepper):
+@dataclass
+class ImputationState:
+    """The wrapped stepper's state and, with ``noise="fixed"``, the one z of the known entries."""
+
+    inner: Any
+    z: torch.Tensor | None
+
+
+class ImputationStepper(StatefulStepper):
     """Imputation / inpainting as a hook around any fixed-grid stepper (Song et al. 2021, App. I.2).
 
     Each step of the wrapped stepper takes x(t) to x(t_next); then the known entries are replaced:
@@ -155,37 +166,30 @@ class ImputationStepper(Stepper):
     def check(self, sde):
         self.inner.check(sde)
 
+    def runs(self, steps: int) -> bool:
+        return self.inner.runs(steps)
+
     def nfe(self, steps: int) -> int:
         return self.inner.nfe(steps)
 
-    def init(self, ctx: Context, x: torch.Tensor) -> None:
+    def init(self, problem: Problem, x: torch.Tensor) -> ImputationState:
         self.obs.check(x)
-        self.inner.init(ctx, x)
-        if self.noise == "fixed":
-            ctx.state["impute_z"] = ctx.randn_like(self.obs.to_obs(x))
+        inner = self.inner.init(problem, x)
+        z = problem.randn_like(self.obs.to_obs(x)) if self.noise == "fixed" else None
+        return ImputationState(inner, z)
 
-    def _z(self, ctx, x):
-        return ctx.state["impute_z"] if self.noise == "fixed" else ctx.randn_like(x)
-
-    def step(self, ctx: Context, x, t, t_next, i, last) -> StepOutput:
+    def advance(self, problem: Problem, state: ImputationState, x, t, t_next, i, last):
+        z = state.z
         if i == 0:
-            x_known, _ = self.obs.noised(ctx.sde, t, x, self._z(ctx, x))
+            x_known, _ = self.obs.noised(problem.sde, t, x, z if z is not None else problem.randn_like(x))
             x = self.obs.replace(x, x_known)
-        out = self.inner.step(ctx, x, t, t_next, i, last)
+        out, state.inner = self.inner.advance(problem, state.inner, x, t, t_next, i, last)
         if last:
             y = self.obs.y.to(out.x)
-            return StepOutput(
-                self.obs.replace(out.x, y), self.obs.replace(out.mean, y), out.x0, out.score, out.t_score, out.x_in
-            )
-        x_known, mean_known = self.obs.noised(ctx.sde, t_next, out.x, self._z(ctx, out.x))
-        return StepOutput(
-            self.obs.replace(out.x, x_known),
-            self.obs.replace(out.mean, mean_known),
-            out.x0,
-            out.score,
-            out.t_score,
-            out.x_in,
-        )
+            return replace(out, x=self.obs.replace(out.x, y), mean=self.obs.replace(out.mean, y)), state
+        z = z if z is not None else problem.randn_like(out.x)
+        x_known, mean_known = self.obs.noised(problem.sde, t_next, out.x, z)
+        return replace(out, x=self.obs.replace(out.x, x_known), mean=self.obs.replace(out.mean, mean_known)), state
 
 
 def _build_stepper(sampler, options: dict) -> Stepper:
@@ -193,7 +197,6 @@ def _build_stepper(sampler, options: dict) -> Stepper:
         if options:
             raise ValueError(f"sampler options {sorted(options)} given with a Stepper object")
         return sampler
-    available_samplers()
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; valid samplers: {sorted(SAMPLERS)}")
     spec = SAMPLERS[sampler]

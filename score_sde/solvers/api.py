@@ -18,11 +18,12 @@ import torch
 
 from ..sde.base import LinearSDE
 from ..utils import check_finite
-from . import consistency, fast, ode, predictors, sdeint
+from . import consistency, ddim, dpm_solver, edm, multistep, ode, predictors, sde_dpm, sdeint
 from .base import Stepper
 from .correctors import AnnealedLangevinCorrector, LangevinCorrector, NoneCorrector, PCStepper
 from .grids import make_grid
-from .loop import SampleResult, integrate
+from .loop import integrate
+from .observer import OutputOptions, SampleResult
 from .registry import CORRECTORS, PREDICTORS, SAMPLERS, SamplerSpec, register_corrector, register_sampler
 
 
@@ -92,17 +93,17 @@ def _register_builtins() -> None:
     register_sampler("sde", solve=sdeint.sde_sample, default_grid="uniform", doc=doc)
 
     reg = register_sampler
-    reg("ddim", build=fast.DDIM, default_grid="auto", doc="DDIM with eta (eta=0: Euler in sigma~)")
-    reg("dpm_solver_1", build=fast._dpm1, default_grid="logsnr", doc="DPM-Solver-1 (= DDIM)")
-    reg("dpm_solver_2", build=fast._dpm2, default_grid="logsnr", doc="DPM-Solver-2, singlestep")
-    reg("dpm_solver_3", build=fast._dpm3, default_grid="logsnr", doc="DPM-Solver-3, singlestep")
-    reg("dpmpp_2m", build=functools.partial(fast.DPMSolverPP, 2), default_grid="auto", doc="DPM-Solver++(2M)")
-    reg("dpmpp_3m", build=functools.partial(fast.DPMSolverPP, 3), default_grid="auto", doc="DPM-Solver++(3M)")
-    reg("dpmpp_2m_sde", build=fast.DPMSolverPP2MSDE, default_grid="auto", doc="SDE-DPM-Solver++(2M)")
-    reg("unipc", build=fast.UniPC, default_grid="auto", doc="UniPC (UniP + UniC, bh2)")
-    reg("heun", build=fast._heun, default_grid="karras", doc="EDM Heun (Karras et al. 2022, Alg. 1)")
-    reg("edm", build=fast._edm, default_grid="karras", doc="EDM sampler (Alg. 2); deterministic unless S_churn > 0")
-    reg("restart", build=fast.Restart, default_grid="karras", doc="Restart sampling (Xu et al. 2023)")
+    reg("ddim", build=ddim.DDIM, default_grid="auto", doc="DDIM with eta (eta=0: Euler in sigma~)")
+    reg("dpm_solver_1", build=dpm_solver._dpm1, default_grid="logsnr", doc="DPM-Solver-1 (= DDIM)")
+    reg("dpm_solver_2", build=dpm_solver._dpm2, default_grid="logsnr", doc="DPM-Solver-2, singlestep")
+    reg("dpm_solver_3", build=dpm_solver._dpm3, default_grid="logsnr", doc="DPM-Solver-3, singlestep")
+    reg("dpmpp_2m", build=functools.partial(multistep.DPMSolverPP, 2), default_grid="auto", doc="DPM-Solver++(2M)")
+    reg("dpmpp_3m", build=functools.partial(multistep.DPMSolverPP, 3), default_grid="auto", doc="DPM-Solver++(3M)")
+    reg("dpmpp_2m_sde", build=sde_dpm.DPMSolverPP2MSDE, default_grid="auto", doc="SDE-DPM-Solver++(2M)")
+    reg("unipc", build=multistep.UniPC, default_grid="auto", doc="UniPC (UniP + UniC, bh2)")
+    reg("heun", build=edm._heun, default_grid="karras", doc="EDM Heun (Karras et al. 2022, Alg. 1)")
+    reg("edm", build=edm._edm, default_grid="karras", doc="EDM sampler (Alg. 2); deterministic unless S_churn > 0")
+    reg("restart", build=edm.Restart, default_grid="karras", doc="Restart sampling (Xu et al. 2023)")
     reg("consistency", build=consistency.ConsistencySampler, default_grid="karras", doc="consistency models (Alg. 1)")
 
 
@@ -110,7 +111,7 @@ _register_builtins()
 
 # arguments ``ss.sample`` itself hands to an adaptive back-end's solve function (not sampler options)
 _SOLVE_ARGS = {"sde", "score_fn", "x_T", "eps", "generator", "progress", "cond", "steps", "nfe", "denoise",
-               "callback", "record", "grid"}  # fmt: skip
+               "callback", "record", "grid", "output"}  # fmt: skip
 
 
 def sampler_option_names(sampler: str) -> list[str] | None:
@@ -132,6 +133,17 @@ def _check_options(spec: SamplerSpec, options: dict) -> None:
     if bad:
         valid = sorted(names - _SOLVE_ARGS) if spec.solve is not None else sorted(names)
         raise TypeError(f"sampler {spec.name!r} got unknown option(s) {bad}; its options are {valid}")
+
+
+def _steps_within(stepper: Stepper, nfe: int) -> int:
+    """The most steps the stepper can run (``runs(steps)``, default all) within ``nfe`` evaluations."""
+    runs = getattr(stepper, "runs", None)
+    fits = [s for s in range(1, nfe + 1) if (runs is None or runs(s)) and stepper.nfe(s) <= nfe]
+    if not fits:
+        first = next((s for s in range(1, nfe + 2) if runs is None or runs(s)), None)
+        need = f"{stepper.nfe(first)} NFE" if first is not None else f"more than {nfe} NFE"
+        raise ValueError(f"nfe = {nfe} is below one run of {stepper.name} ({need})")
+    return max(fits)
 
 
 def available_samplers() -> list[str]:
@@ -158,6 +170,7 @@ def sample(
     cond=None,
     dtype: torch.dtype | None = None,
     device=None,
+    output: OutputOptions | None = None,
     **sampler_options,
 ) -> SampleResult:
     """Draw samples by integrating the reverse SDE / probability-flow ODE from T to ``eps``.
@@ -178,12 +191,15 @@ def sample(
         nfe: a budget of score evaluations; the largest number of steps within it is used.
         callback: ``callback(i, t, x, x0_hat)`` after every step (``ode``: at its output times, ``steps``
             of them or 32 by default; ``sde``: after every step; see
-            :func:`~score_sde.solvers.loop.observe_saved`).
+            :meth:`~score_sde.solvers.observer.Observer.saved`).
         record: keep the trajectory and x_0 estimates in the result (at the same times as ``callback``).
+        output: ``denoise``, ``progress``, ``callback`` and ``record`` as one
+            :class:`~score_sde.solvers.observer.OutputOptions` (instead of those keywords, not beside them).
         **sampler_options: options of the sampler: ``predictor``, ``corrector``, ``snr``,
             ``corrector_steps``, ``per_sample_norms`` for ``pc``; ``method``, ``rtol``, ``atol``,
             ``float64``, ``per_sample``, ``max_nfe``, ``options`` for ``ode``
-            (:func:`score_sde.solvers.ode.ode_sample`); ``method``, ``dt`` for ``sde``
+            (:func:`score_sde.solvers.ode.ode_sample`; or ``solver=AdaptiveOptions(method, rtol, atol,
+            options, max_nfe)``); ``method``, ``dt`` for ``sde``
             (:func:`score_sde.solvers.sdeint.sde_sample`). An unknown option raises TypeError.
     Returns:
         :class:`SampleResult` with ``.x`` and ``.nfe``.
@@ -225,9 +241,10 @@ def sample(
         if dtype is not None:
             x_T = x_T.to(dtype)
     _check_options(spec, sampler_options)
+    output = _output_options(output, denoise=denoise, progress=progress, callback=callback, record=record)
     if spec.solve is not None:
         extra = {}
-        if record:
+        if output.record:
             extra["record"] = True
         if grid is not None:
             extra["grid"] = grid
@@ -237,12 +254,12 @@ def sample(
             x_T,
             eps=eps,
             generator=generator,
-            progress=progress,
+            progress=output.progress,
             cond=cond,
             steps=steps,
             nfe=nfe,
-            denoise=denoise,
-            callback=callback,
+            denoise=output.denoise,
+            callback=output.callback,
             **extra,
             **sampler_options,
         )
@@ -251,9 +268,7 @@ def sample(
     if nfe is not None:
         if steps is not None:
             raise ValueError("give either steps or nfe, not both")
-        steps = max(s for s in range(1, nfe + 1) if stepper.nfe(s) <= nfe) if stepper.nfe(1) <= nfe else None
-        if steps is None:
-            raise ValueError(f"nfe = {nfe} is below one step of {stepper.name} ({stepper.nfe(1)} NFE)")
+        steps = _steps_within(stepper, nfe)
     if grid is None:  # the chain's own grid only when no step count is asked for
         grid = "uniform" if spec.default_grid == "discrete" and steps is not None else spec.default_grid
     if steps is None:
@@ -261,16 +276,17 @@ def sample(
     # a stepper may shape its own grid (e.g. a final denoising step to t = 0); otherwise the shared one
     build_grid = getattr(stepper, "build_grid", None)
     g = build_grid(sde, grid, steps, eps) if build_grid is not None else make_grid(sde, grid, steps, eps)
-    return integrate(
-        stepper,
-        sde,
-        score_fn,
-        x_T,
-        g,
-        generator=generator,
-        denoise=denoise,
-        progress=progress,
-        callback=callback,
-        record=record,
-        cond=cond,
-    )
+    return integrate(stepper, sde, score_fn, x_T, g, generator=generator, cond=cond, output=output)
+
+
+def _output_options(output: OutputOptions | None, **keywords) -> OutputOptions:
+    """``output=`` as given, or the keywords grouped; giving both is an error (unless the keywords keep their
+    defaults)."""
+    if output is None:
+        return OutputOptions(**keywords)
+    if not isinstance(output, OutputOptions):
+        raise TypeError(f"output must be an OutputOptions; got {type(output).__name__}")
+    changed = sorted(k for k, v in keywords.items() if v != getattr(OutputOptions(), k))
+    if changed:
+        raise ValueError(f"give {changed} inside output=OutputOptions(...) or as keywords, not both")
+    return output

@@ -16,7 +16,7 @@ f(x, t) = (x + sigma^2 score) / alpha. On a grid T = tau_0 > tau_1 > ... > tau_K
 the difference of variances is added). The last step returns alpha(eps) x0_hat, a sample at time eps.
 With K = 1 this is one-step generation x_eps = alpha(eps) f(x_T, T). Shapes: x [B, ...].
 
-The stepper keeps no state between steps (it reads only the grid in ``ctx.grid``). It draws noise
+The stepper keeps no state between steps (it reads only the grid in ``problem.grid``). It draws noise
 between steps, so it is stochastic; with one step it is deterministic. Given an ordinary score model it still
 runs, with Tweedie's posterior mean in place of f, which is not the PF-ODE's end point: its samples are then
 too narrow (the sampler is meant for consistency models).
@@ -34,19 +34,19 @@ class ConsistencySampler(Stepper):
 
     name, order, nfe_per_step, stochastic = "consistency", 0, 1, True
 
-    def step(self, ctx, x, t, t_next, i, last):
-        sde = ctx.sde
-        tv = ctx.time_at(i, t, x)
-        s = ctx.score(x, tv)
+    def step(self, problem, x, t, t_next, i, last):
+        sde = problem.sde
+        tv = problem.time_at(i, t, x)
+        s = problem.score(x, tv)
         a, sig = float(sde.alpha(t)), float(sde.sigma(t))
         x0 = (x + (sig * sig) * s) / a  # = f(x, t) for a consistency model's score view
         a_next = float(sde.alpha(t_next))
-        out = StepOutput(a_next * x0, a_next * x0, x0=x0, score=s, t_score=tv, x_in=x)
-        eps = ctx.grid[-1]
+        out = StepOutput(a_next * x0, a_next * x0, x0=x0)
+        eps = problem.grid[-1]
         var = float(sde.sigma_tilde(t_next)) ** 2 - float(sde.sigma_tilde(eps)) ** 2
         if last or var <= 0:
             return out
-        out.x = a_next * (x0 + math.sqrt(var) * ctx.randn_like(x))
+        out.x = a_next * (x0 + math.sqrt(var) * problem.randn_like(x))
         return out
 
 

@@ -7,8 +7,8 @@ import math
 import torch
 
 from ..utils import bcast
-from .base import Context, Stepper
-from .predictors import grid_coefficients
+from .base import Stepper
+from .problem import Problem
 from .registry import CORRECTORS, register_corrector  # noqa: F401  (their home is the registry)
 
 
@@ -27,7 +27,7 @@ class NoneCorrector(Stepper):
     def __init__(self, snr: float = 0.0, n_steps: int = 0, per_sample: bool = False):
         pass
 
-    def correct(self, ctx: Context, x, t, t_next, i: int | None = None):
+    def correct(self, problem: Problem, x, t, t_next, i: int | None = None):
         return x, x
 
 
@@ -60,16 +60,16 @@ class LangevinCorrector(Stepper):
         self.snr, self.n_steps, self.per_sample = float(snr), n_steps, bool(per_sample)
         self.nfe_per_step = n_steps
 
-    def correct(self, ctx: Context, x, t, t_next, i: int | None = None):
-        """Run the corrector at grid time t (= ctx.grid[i] inside the loop); returns (x, x_mean)."""
-        c, k = grid_coefficients(ctx, t, t_next, i)
+    def correct(self, problem: Problem, x, t, t_next, i: int | None = None):
+        """Run the corrector at grid time t (= problem.grid[i] inside the loop); returns (x, x_mean)."""
+        c, k = problem.coefficients(t, t_next, i)
         ai = c.a[k] * c.a[k]
-        tv = ctx.time_at(i, t, x)
+        tv = problem.time_at(i, t, x)
         mean = x
         scale = 2 * ai * self.snr**2
         for _ in range(self.n_steps):
-            s = ctx.score(x, tv)
-            z = ctx.randn_like(x)
+            s = problem.score(x, tv)
+            z = problem.randn_like(x)
             step = scale * (_norm(z, self.per_sample) / _norm(s, self.per_sample)) ** 2  # [B] or 0-d
             mean = x + bcast(step, x) * s
             x = mean + bcast(torch.sqrt(2 * step), x) * z
@@ -86,15 +86,15 @@ class AnnealedLangevinCorrector(LangevinCorrector):
 
     name = "annealed_langevin"
 
-    def correct(self, ctx: Context, x, t, t_next, i: int | None = None):
-        c, k = grid_coefficients(ctx, t, t_next, i)
+    def correct(self, problem: Problem, x, t, t_next, i: int | None = None):
+        c, k = problem.coefficients(t, t_next, i)
         step = 2 * c.a[k] * c.a[k] * (self.snr * c.sigma[k]) ** 2
         noise = math.sqrt(2 * step)
-        tv = ctx.time_at(i, t, x)
+        tv = problem.time_at(i, t, x)
         mean = x
         for _ in range(self.n_steps):
-            s = ctx.score(x, tv)
-            z = ctx.randn_like(x)
+            s = problem.score(x, tv)
+            z = problem.randn_like(x)
             mean = x + step * s
             x = mean + noise * z
         return x, mean
@@ -102,7 +102,8 @@ class AnnealedLangevinCorrector(LangevinCorrector):
 
 class PCStepper(Stepper):
     """Predictor–corrector sampling (Song et al. 2021, Alg. 1): at each grid time the corrector runs
-    first (as in the official code), then the predictor steps to the next time."""
+    first (as in the official code), then the predictor steps to the next time. The state is the
+    predictor's (correctors are stateless: ``correct(problem, x, t, t_next, i) -> (x, x_mean)``)."""
 
     stochastic = True
 
@@ -117,14 +118,22 @@ class PCStepper(Stepper):
         self.predictor.check(sde)
         self.corrector.check(sde)
 
-    def init(self, ctx, x):
-        self.predictor.init(ctx, x)
-        self.corrector.init(ctx, x)
+    def init(self, problem, x):
+        init = getattr(self.corrector, "init", None)
+        if init is not None:
+            init(problem, x)  # a user-written corrector of the earlier form may set up problem.state
+        return self.predictor.init(problem, x)
+
+    def runs(self, steps: int) -> bool:
+        return self.predictor.runs(steps)
 
     def nfe(self, steps: int) -> int:
         return self.predictor.nfe(steps) + steps * self.corrector.nfe_per_step
 
-    def step(self, ctx, x, t, t_next, i, last):
+    def advance(self, problem, state, x, t, t_next, i, last):
         if self.corrector.nfe_per_step:
-            x, _ = self.corrector.correct(ctx, x, t, t_next, i)
-        return self.predictor.step(ctx, x, t, t_next, i, last)
+            x, _ = self.corrector.correct(problem, x, t, t_next, i)
+        return self.predictor.advance(problem, state, x, t, t_next, i, last)
+
+    def step(self, problem, x, t, t_next, i, last):
+        return self.advance(problem, self.init(problem, x), x, t, t_next, i, last)[0]

@@ -29,15 +29,16 @@ Two pitfalls of adaptive solvers are handled here (both seen with torchdiffeq):
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
 from ..sde.base import LinearSDE
 from ..utils import ScoreGuard, check_ode_dtype, check_tolerance
-from .base import CountingScore
+from .driver import AdaptiveMethod, run
 from .grids import make_grid
-from .loop import SampleResult, observe_saved
+from .observer import Observer, OutputOptions, SampleResult
+from .problem import CountingScore, Problem
 
 ADAPTIVE_METHODS = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
 SAVE_POINTS = 32  # output times of an adaptive solve asked to record / call back without steps= or grid=
@@ -257,6 +258,71 @@ def odeint_pf(
     return ODESolution(y=ys[-1], nfe=sum(nfes), ys=ys, times=times, info={"nfe_per_sample": nfes})
 
 
+@dataclass(frozen=True)
+class AdaptiveOptions:
+    """How an adaptive ODE solve runs (``ss.sample(..., sampler="ode", solver=AdaptiveOptions(...))``).
+
+    method: a torchdiffeq method (:data:`ADAPTIVE_METHODS`, :data:`FIXED_METHODS`); rtol, atol: its
+    tolerances (finite numbers > 0); options: torchdiffeq's (e.g. ``first_step``, ``step_size``);
+    max_nfe: raise :class:`NFEBudgetExceeded` past this many right-hand-side calls.
+    """
+
+    method: str = "dopri5"
+    rtol: float = 1e-5
+    atol: float = 1e-5
+    options: dict | None = None
+    max_nfe: int | None = None
+
+    def __post_init__(self):
+        if self.method not in ADAPTIVE_METHODS + FIXED_METHODS + ("scipy_solver",):
+            valid = sorted(ADAPTIVE_METHODS + FIXED_METHODS)
+            raise ValueError(f"unknown ODE method {self.method!r}; valid methods (torchdiffeq): {valid}")
+        check_tolerance("rtol", self.rtol)
+        check_tolerance("atol", self.atol)
+        if self.max_nfe is not None and (not isinstance(self.max_nfe, int) or self.max_nfe < 1):
+            raise ValueError(f"max_nfe must be an integer >= 1; got max_nfe = {self.max_nfe!r}")
+
+
+@dataclass
+class ProbabilityFlowODE(AdaptiveMethod):
+    """The probability-flow ODE (eq. 13) through torchdiffeq, as a method of the one driver: the state at
+    ``times[0]`` is carried to ``times[-1]`` (:func:`odeint_pf`); the observer sees the dense output at
+    ``times[1:]`` (which does not change the accepted steps)."""
+
+    solver: AdaptiveOptions = field(default_factory=AdaptiveOptions)
+    float64: bool = False
+    per_sample: bool = False
+    name = "ode"
+
+    def solve(self, problem, x, times, observer):
+        o = self.solver
+        on_call = observer.progress_hook(f"ode[{o.method}]", float(times[0]), float(times[-1]))
+        guard = problem.score.fn
+        sol = odeint_pf(
+            problem.sde,
+            guard,
+            x,
+            float(times[0]),
+            float(times[-1]),
+            rtol=o.rtol,
+            atol=o.atol,
+            method=o.method,
+            options=o.options,
+            float64=self.float64,
+            max_nfe=o.max_nfe,
+            per_sample=self.per_sample,
+            times=times,
+            cond=problem.cond,
+            on_call=on_call,
+        )
+        problem.score.nfe += sol.nfe
+        res = SampleResult(x=sol.y, nfe=sol.nfe, grid=times.to(torch.float64), info=dict(sol.info, method=o.method))
+        if observer.watching:
+            counted = CountingScore(guard, problem.cond)
+            res.info["observer_nfe"] = observer.saved(times[1:], sol.ys[1:].unbind(0), counted)
+        return res
+
+
 def ode_sample(
     sde: LinearSDE,
     score_fn: Callable,
@@ -272,13 +338,14 @@ def ode_sample(
     callback: Callable | None = None,
     record: bool = False,
     grid=None,
-    method: str = "dopri5",
-    rtol: float = 1e-5,
-    atol: float = 1e-5,
+    method: str | None = None,
+    rtol: float | None = None,
+    atol: float | None = None,
     float64: bool = False,
     per_sample: bool = False,
     max_nfe: int | None = None,
     options: dict | None = None,
+    solver: AdaptiveOptions | None = None,
 ) -> SampleResult:
     """The ``ode`` sampler: x_T -> x_eps along the probability-flow ODE with torchdiffeq.
 
@@ -287,70 +354,47 @@ def ode_sample(
     tests this leaves max endpoint errors of 2e-4 to 5e-4 against a DOP853 reference at 1e-10 (VP,
     sub-VP, VE), 1e-7 leaves <= 4e-6 and 1e-8 <= 2e-7; tests/test_samplers.py), ``float64``,
     ``per_sample`` (batch-invariant solves), ``max_nfe`` (or ``ss.sample``'s ``nfe=``: a budget;
-    exceeding it raises :class:`NFEBudgetExceeded`), ``options`` (torchdiffeq's, e.g. ``first_step``).
+    exceeding it raises :class:`NFEBudgetExceeded`), ``options`` (torchdiffeq's, e.g. ``first_step``);
+    or the first four and ``max_nfe`` grouped as ``solver=AdaptiveOptions(...)`` (then those keywords
+    must not be given as well).
     ``steps``/``grid`` give the output times (and, for fixed-step methods, the steps). ``record`` and
     ``callback(i, t, x, x0_hat)`` see the state at each output time after the first (default, for an
     adaptive method, :data:`SAVE_POINTS` uniform times), read off torchdiffeq's dense output, so the
     accepted steps and the result do not change; x0_hat is Tweedie's estimate from one more score
     call per output time, counted in ``info['observer_nfe']``
-    (:func:`~score_sde.solvers.loop.observe_saved`). The ODE path
+    (:meth:`Observer.saved <score_sde.solvers.observer.Observer.saved>`). The ODE path
     adds no noise, so ``denoise`` has nothing to remove and is ignored (as for the fixed-step
     probability-flow predictor); ``generator`` is unused (x_T is drawn by ``ss.sample``).
     """
-    budget = max_nfe if max_nfe is not None else nfe
-    rtol, atol = check_tolerance("rtol", rtol), check_tolerance("atol", atol)
+    loose = {"method": method, "rtol": rtol, "atol": atol, "options": options, "max_nfe": max_nfe}
+    if solver is None:
+        d = AdaptiveOptions()
+        rtol = d.rtol if rtol is None else check_tolerance("rtol", rtol)
+        atol = d.atol if atol is None else check_tolerance("atol", atol)
+        budget = max_nfe if max_nfe is not None else nfe
+        solver = AdaptiveOptions(d.method if method is None else method, rtol, atol, options, budget)
+    elif not isinstance(solver, AdaptiveOptions):
+        raise TypeError(f"solver must be an AdaptiveOptions; got {type(solver).__name__}")
+    elif any(v is not None for v in loose.values()):
+        given = sorted(k for k, v in loose.items() if v is not None)
+        raise TypeError(f"give {given} inside solver=AdaptiveOptions(...) or as keywords, not both")
+    elif nfe is not None and solver.max_nfe is None:
+        solver = replace(solver, max_nfe=nfe)
+    output = OutputOptions(record=record, callback=callback, progress=progress, denoise=denoise)
     check_ode_dtype(x_T, "x_T")
-    guard = score_fn = ScoreGuard(score_fn, f"sampler 'ode' ({method})")
+    guard = ScoreGuard(score_fn, f"sampler 'ode' ({solver.method})")
     if grid is not None or steps is not None:
         times = make_grid(sde, grid if grid is not None else "uniform", steps if steps is not None else 1, eps)
-    elif method in FIXED_METHODS:
+    elif solver.method in FIXED_METHODS:
         times = make_grid(sde, "uniform", sde.N, eps)
-    elif record or callback is not None:  # save times only: the adaptive steps do not depend on them
+    elif output.record or output.callback is not None:  # save times only: the adaptive steps do not depend on them
         times = make_grid(sde, "uniform", SAVE_POINTS, eps)
     else:
         times = torch.tensor([sde.T, float(eps)], dtype=torch.float64)
-    bar, on_call = None, None
-    if progress:
-        from tqdm.auto import tqdm
-
-        t_start, t_end = float(times[0]), float(times[-1])
-        bar = tqdm(total=1000, desc=f"ode[{method}]", leave=False)
-        calls = [0]
-
-        def on_call(t):  # advances monotonically with the furthest time reached
-            calls[0] += 1
-            done = round(1000 * min(1.0, (t_start - float(t)) / (t_start - t_end)))
-            bar.set_postfix(nfe=calls[0], refresh=False)
-            if done > bar.n:
-                bar.update(done - bar.n)
-
-    try:
-        sol = odeint_pf(
-            sde,
-            score_fn,
-            x_T,
-            float(times[0]),
-            float(times[-1]),
-            rtol=rtol,
-            atol=atol,
-            method=method,
-            options=options,
-            float64=float64,
-            max_nfe=budget,
-            per_sample=per_sample,
-            times=times,
-            cond=cond,
-            on_call=on_call,
-        )
-    finally:
-        if bar is not None:
-            bar.close()
-    guard.report(sol.y, stacklevel=4)
-    info = dict(sol.info, method=method, nonfinite=guard.nonfinite)
-    res = SampleResult(x=sol.y, nfe=sol.nfe, grid=times.to(torch.float64), info=info)
-    if record or callback is not None:
-        states = sol.ys[1:].unbind(0)
-        observe_saved(sde, CountingScore(guard, cond), times[1:], states, res, record=record, callback=callback)
+    problem = Problem(sde, CountingScore(guard, cond), generator, equation="probability_flow")
+    res = run(problem, ProbabilityFlowODE(solver, float64, per_sample), x_T, times, Observer(output))
+    guard.report(res.x, stacklevel=4)
+    res.info["nonfinite"] = guard.nonfinite
     return res
 
 
@@ -359,6 +403,8 @@ __all__ = [
     "odeint_clamped",
     "odeint_pf",
     "ode_sample",
+    "AdaptiveOptions",
+    "ProbabilityFlowODE",
     "NFEBudgetExceeded",
     "ODESolveError",
     "ADAPTIVE_METHODS",

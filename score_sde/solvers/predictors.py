@@ -12,97 +12,35 @@ number for number and any other grid consistently.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 
-from ..sde.base import LinearSDE
 from ..sde.ve import VESDE
-from ..sde.vp import VPSDE, SubVPSDE
-from .base import Context, StepOutput, Stepper
+from .base import StepOutput, Stepper
+from .coefficients import GridCoefficients, transition  # noqa: F401  (re-exported)
+from .problem import Problem
 
 VARIANCES = ("fixed_small", "fixed_large")
 DISCRETIZATIONS = ("grid", "chain")
 
 
-def transition(sde: LinearSDE, t: torch.Tensor, t_next: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(a, G^2) of the forward step x_t = a x_{t_next} + G z between grid times (float64, any shape)."""
-    a = torch.exp(sde.log_alpha(t) - sde.log_alpha(t_next))
-    G2 = sde.sigma(t) ** 2 - a * a * sde.sigma(t_next) ** 2
-    return a, G2.clamp(min=0)
-
-
-@dataclass
-class GridCoefficients:
-    """Per-step schedule coefficients of a grid t_0 > t_1 > ... > t_n, as Python floats.
-
-    Computed once per run (vectorised over the grid, float64) so that a step costs only its
-    update arithmetic. Entry i belongs to the step t_i -> t_{i+1}:
-    ``a``, ``G2`` (:func:`transition`), ``sqrt_G2``, ``f`` = f(t_i), ``g2`` = g(t_i)^2,
-    ``dt`` = t_{i+1} - t_i (< 0), ``sigma`` = sigma(t_i), ``sigma_next`` = sigma(t_{i+1}),
-    ``alpha`` = alpha(t_i).
-    """
-
-    a: list
-    G2: list
-    sqrt_G2: list
-    f: list
-    g2: list
-    dt: list
-    sigma: list
-    sigma_next: list
-    alpha: list
-
-    @classmethod
-    def build(cls, sde: LinearSDE, grid: torch.Tensor) -> GridCoefficients:
-        grid = grid.to(torch.float64)
-        t, tn = grid[:-1], grid[1:]
-        a, G2 = transition(sde, t, tn)
-        return cls(
-            a=a.tolist(),
-            G2=G2.tolist(),
-            sqrt_G2=G2.sqrt().tolist(),
-            f=(sde.dlog_alpha_dt(t) + 0 * t).tolist(),
-            g2=(sde.g2(t) + 0 * t).tolist(),
-            dt=(tn - t).tolist(),
-            sigma=sde.sigma(t).tolist(),
-            sigma_next=sde.sigma(tn).tolist(),
-            alpha=sde.alpha(t).tolist(),
-        )
-
-
 def grid_coefficients(
-    ctx: Context, t: torch.Tensor, t_next: torch.Tensor, i: int | None
+    problem: Problem, t: torch.Tensor, t_next: torch.Tensor, i: int | None
 ) -> tuple[GridCoefficients, int]:
-    """The coefficient table of the run's grid and the index of the step ``t -> t_next``.
-
-    Inside the loop (``ctx.grid`` set) ``i`` indexes the cached table of ``ctx.grid``; a step called
-    on its own (``ctx.grid is None`` or ``i is None``) gets a one-step table of ``(t, t_next)`` and index 0.
-    """
-    if ctx.grid is None or i is None:
-        return GridCoefficients.build(ctx.sde, torch.stack([torch.as_tensor(t), torch.as_tensor(t_next)])), 0
-    tab = ctx.state.get("_grid_coefficients")
-    if tab is None:
-        tab = ctx.state["_grid_coefficients"] = GridCoefficients.build(ctx.sde, ctx.grid)
-    return tab, i
+    """The coefficient table of the run's grid and the index of the step ``t -> t_next``
+    (:meth:`Problem.coefficients <score_sde.solvers.problem.Problem.coefficients>`)."""
+    return problem.coefficients(t, t_next, i)
 
 
-def _chain_table(sde: LinearSDE, times: torch.Tensor) -> tuple[list, list]:
-    times = times.to(torch.float64).cpu().reshape(-1)
-    f, G = sde.discretize(torch.ones_like(times), times)  # f_i is linear in x: f_i(x = 1)
-    return f.tolist(), G.tolist()
+def chain_coefficients(problem: Problem, t: torch.Tensor, i: int | None) -> tuple[float, float]:
+    """(f_i / x, G_i) of the SDE's own chain step at grid time t
+    (:meth:`Problem.chain_coefficients <score_sde.solvers.problem.Problem.chain_coefficients>`)."""
+    return problem.chain_coefficients(t, i)
 
 
-def chain_coefficients(ctx: Context, t: torch.Tensor, i: int | None) -> tuple[float, float]:
-    """(f_i / x, G_i) of the SDE's own chain step at grid time t (``sde.discretize``), tabulated once
-    per run on the CPU in float64, as :func:`grid_coefficients` does for the grid's own steps."""
-    if ctx.grid is None or i is None:
-        f, G = _chain_table(ctx.sde, torch.as_tensor(t))
-        return f[0], G[0]
-    tab = ctx.state.get("_chain_coefficients")
-    if tab is None:
-        tab = ctx.state["_chain_coefficients"] = _chain_table(ctx.sde, ctx.grid[:-1])
-    return tab[0][i], tab[1][i]
+def _x0(problem: Problem, x: torch.Tensor, tv: torch.Tensor, s: torch.Tensor) -> torch.Tensor | None:
+    """Tweedie's x_0 estimate of a step's score call, formed only when the observer asks for it."""
+    return problem.tweedie(x, tv, s) if problem.observed else None
 
 
 class NonePredictor(Stepper):
@@ -110,7 +48,7 @@ class NonePredictor(Stepper):
 
     name, order, nfe_per_step, stochastic = "none", 0, 0, False
 
-    def step(self, ctx, x, t, t_next, i, last):
+    def step(self, problem, x, t, t_next, i, last):
         return StepOutput(x, x)
 
 
@@ -121,15 +59,15 @@ class EulerMaruyama(Stepper):
 
     name, order, nfe_per_step, stochastic = "euler_maruyama", 1, 1, True
 
-    def step(self, ctx, x, t, t_next, i, last):
-        c, k = grid_coefficients(ctx, t, t_next, i)
-        tv = ctx.time_at(i, t, x)
-        s = ctx.score(x, tv)
+    def step(self, problem, x, t, t_next, i, last):
+        c, k = problem.coefficients(t, t_next, i)
+        tv = problem.time_at(i, t, x)
+        s = problem.score(x, tv)
         dt, g2 = c.dt[k], c.g2[k]
         mean = x * (1.0 + c.f[k] * dt) - (g2 * dt) * s
         if last:
-            return StepOutput(mean, mean, score=s, t_score=tv, x_in=x)
-        return StepOutput(mean + math.sqrt(-g2 * dt) * ctx.randn_like(x), mean, score=s, t_score=tv, x_in=x)
+            return StepOutput(mean, mean, x0=_x0(problem, x, tv, s))
+        return StepOutput(mean + math.sqrt(-g2 * dt) * problem.randn_like(x), mean, x0=_x0(problem, x, tv, s))
 
 
 class ReverseDiffusion(Stepper):
@@ -154,20 +92,20 @@ class ReverseDiffusion(Stepper):
             )
         self.discretization = discretization
 
-    def step(self, ctx, x, t, t_next, i, last):
-        tv = ctx.time_at(i, t, x)
-        s = ctx.score(x, tv)
+    def step(self, problem, x, t, t_next, i, last):
+        tv = problem.time_at(i, t, x)
+        s = problem.score(x, tv)
         if self.discretization == "chain":
-            f1, G = chain_coefficients(ctx, t, i)
+            f1, G = problem.chain_coefficients(t, i)
             mean = x * (1.0 - f1) + (G * G) * s
             noise_std = G
         else:
-            c, k = grid_coefficients(ctx, t, t_next, i)
+            c, k = problem.coefficients(t, t_next, i)
             mean = x * (2.0 - c.a[k]) + c.G2[k] * s
             noise_std = c.sqrt_G2[k]
         if last:
-            return StepOutput(mean, mean, score=s, t_score=tv, x_in=x)
-        return StepOutput(mean + noise_std * ctx.randn_like(x), mean, score=s, t_score=tv, x_in=x)
+            return StepOutput(mean, mean, x0=_x0(problem, x, tv, s))
+        return StepOutput(mean + noise_std * problem.randn_like(x), mean, x0=_x0(problem, x, tv, s))
 
 
 class ProbabilityFlowPredictor(Stepper):
@@ -176,16 +114,12 @@ class ProbabilityFlowPredictor(Stepper):
 
     name, order, nfe_per_step, stochastic = "probability_flow", 1, 1, False
 
-    def step(self, ctx, x, t, t_next, i, last):
-        c, k = grid_coefficients(ctx, t, t_next, i)
-        tv = ctx.time_at(i, t, x)
-        s = ctx.score(x, tv)
+    def step(self, problem, x, t, t_next, i, last):
+        c, k = problem.coefficients(t, t_next, i)
+        tv = problem.time_at(i, t, x)
+        s = problem.score(x, tv)
         x_new = x * (2.0 - c.a[k]) + (0.5 * c.G2[k]) * s
-        return StepOutput(x_new, x_new, score=s, t_score=tv, x_in=x)
-
-
-def _is_vp(sde: LinearSDE) -> bool:
-    return isinstance(sde, VPSDE) and not isinstance(sde, SubVPSDE)
+        return StepOutput(x_new, x_new, x0=_x0(problem, x, tv, s))
 
 
 class AncestralSampling(Stepper):
@@ -215,7 +149,8 @@ class AncestralSampling(Stepper):
 
     The last step (``denoise=True``) returns the mean and draws no noise; on a DDPM chain's grid,
     which ends at t = 0, that mean is x_0 itself (clipped when ``clip_denoised``).
-    No ancestral sampler exists for sub-VP or general SDEs (a clear error says so). x: [B, ...].
+    Only SDEs that declare ``supports_ancestral`` (VP and its discrete chain, VE) take it; sub-VP and
+    general SDEs get a clear error. x: [B, ...].
     """
 
     name, order, nfe_per_step, stochastic = "ancestral", 1, 1, True
@@ -230,18 +165,18 @@ class AncestralSampling(Stepper):
         self.variance, self.clip_denoised, self.clip_range = variance, clip_denoised, float(clip_range)
 
     def check(self, sde):
-        if not (_is_vp(sde) or isinstance(sde, VESDE)):
+        if not sde.supports_ancestral:  # the SDE declares whether a discrete ancestral chain exists
             raise ValueError(
                 f"the ancestral predictor is defined for VPSDE (DDPM) and VESDE (SMLD) only; got {sde!r}. "
                 "Use 'reverse_diffusion' or 'euler_maruyama' instead."
             )
 
-    def step(self, ctx, x, t, t_next, i, last):
-        c, k = grid_coefficients(ctx, t, t_next, i)
-        tv = ctx.time_at(i, t, x)
-        s = ctx.score(x, tv)
+    def step(self, problem, x, t, t_next, i, last):
+        c, k = problem.coefficients(t, t_next, i)
+        tv = problem.time_at(i, t, x)
+        s = problem.score(x, tv)
         G2 = c.G2[k]
-        ve = isinstance(ctx.sde, VESDE)
+        ve = isinstance(problem.sde, VESDE)
         small = self.variance == "fixed_small" or (self.variance is None and ve)
         std = c.sigma_next[k] * c.sqrt_G2[k] / c.sigma[k] if small else c.sqrt_G2[k]
         x0 = None
@@ -256,5 +191,5 @@ class AncestralSampling(Stepper):
         else:
             mean = (x + G2 * s) / c.a[k]
         if last:
-            return StepOutput(mean, mean, x0=x0, score=s, t_score=tv, x_in=x)
-        return StepOutput(mean + std * ctx.randn_like(x), mean, x0=x0, score=s, t_score=tv, x_in=x)
+            return StepOutput(mean, mean, x0=x0 if x0 is not None else _x0(problem, x, tv, s))
+        return StepOutput(mean + std * problem.randn_like(x), mean, x0=x0 if x0 is not None else _x0(problem, x, tv, s))

@@ -43,11 +43,11 @@ def register_sampler(name: str, *, build=None, solve=None, default_grid: str = "
     """Make ``ss.sample(..., sampler=name, **options)`` run a method of your own.
 
     Give ``build`` for a fixed-grid method: ``build(**options)`` returns a
-    :class:`~score_sde.solvers.base.Stepper` that the loop runs over a time grid (``default_grid``
+    :class:`~score_sde.solvers.base.Stepper` that the driver runs over a time grid (``default_grid``
     when the caller gives none: a kind of :func:`~score_sde.solvers.grids.make_grid`). Or give
     ``solve`` for a back-end owning its own loop: ``solve(sde, score_fn, x_T, *, eps, generator,
     progress, cond, steps, nfe, denoise, callback, **options)`` returns a
-    :class:`~score_sde.solvers.loop.SampleResult`. The keyword arguments of ``build`` (or those of
+    :class:`~score_sde.solvers.observer.SampleResult`. The keyword arguments of ``build`` (or those of
     ``solve`` beyond the ones listed) are the sampler's options, checked by name. An existing name is
     replaced.
     """
@@ -67,10 +67,11 @@ def register_corrector(name: str, factory) -> None:
     ``snr``, ``n_steps`` (``corrector_steps=`` of ``ss.sample``) and ``per_sample``
     (``per_sample_norms=``) that the caller gave and that its signature names; it returns an object
     with ``nfe_per_step`` (score calls per grid time; 0 skips the corrector) and
-    ``correct(ctx, x, t, t_next, i) -> (x, x_mean)``, which moves x at grid time t (0-d float64)
+    ``correct(problem, x, t, t_next, i) -> (x, x_mean)``, which moves x at grid time t (0-d float64)
     before the predictor steps to t_next (Song et al. 2021, Alg. 1). Draw noise with
-    ``ctx.randn_like`` and evaluate the score with ``ctx.score(x, t_vec)`` so that NFE counting and
-    per-sample seeds work. An existing name is replaced.
+    ``problem.randn_like`` and evaluate the score with ``problem.score(x, t_vec)``
+    (:class:`~score_sde.solvers.problem.Problem`) so that NFE counting and per-sample seeds work. An
+    existing name is replaced.
     """
     if not isinstance(name, str) or not name:
         raise TypeError(f"a corrector name must be a non-empty string; got {name!r}")

@@ -12,8 +12,9 @@ reversed time s = T - t (increasing from 0 to T - eps) on the flattened state y 
 The noise is additive (g does not depend on x), so the Ito and Stratonovich forms coincide and
 the torchsde methods apply: ``euler`` (Ito; the default, Euler–Maruyama), ``milstein``,
 ``srk`` (Ito, stochastic Runge–Kutta), ``midpoint``, ``heun``, ``euler_heun``,
-``log_ode`` (Stratonovich). (``reversible_heun`` is left out: on the contractive reverse SDE it
-is unstable; with 200 steps on the VE mixture problem its samples reached |x| ~ 1e2.) The Brownian motion is a
+``log_ode`` (Stratonovich). (torchsde's ``reversible_heun`` is refused with a ValueError: on the
+contractive reverse SDE it is unstable; with 200 steps on the VE mixture problem its samples reached
+|x| ~ 1e2.) The Brownian motion is a
 ``torchsde.BrownianInterval`` whose entropy is drawn from ``generator`` (so ``torch.manual_seed``
 or a seeded generator reproduces a run; a list of per-sample generators makes every sample solve on
 its own with its own Brownian motion, so it does not depend on the batch around it).
@@ -26,16 +27,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
 from ..sde.base import LinearSDE
 from ..utils import ScoreGuard
-from .base import CountingScore
-from .loop import SampleResult, observe_saved
+from .driver import AdaptiveMethod, run
+from .observer import Observer, OutputOptions, SampleResult
+from .problem import CountingScore, Problem
 
 ITO_METHODS = ("euler", "milstein", "srk")
-STRATONOVICH_METHODS = ("midpoint", "heun", "euler_heun", "reversible_heun", "log_ode")
+STRATONOVICH_METHODS = ("midpoint", "heun", "euler_heun", "log_ode")
 SDE_METHODS = ITO_METHODS + STRATONOVICH_METHODS
 
 
@@ -120,6 +123,56 @@ def _solve(sde, score, x, eps, steps, method, denoise, seed, levy, save=False):
     return (y.reshape(x.shape), states) if save else y.reshape(x.shape)
 
 
+@dataclass
+class ReverseSDESolve(AdaptiveMethod):
+    """The reverse SDE (eq. 6) through ``torchsde.sdeint`` in ``steps`` uniform steps, as a method of the one
+    driver; ``times`` are the step times T = t_0 > ... > t_steps = eps (the observer sees the state after
+    every step, torchsde's outputs at those times, which do not change its steps)."""
+
+    method: str = "euler"
+    steps: int = 1
+    denoise: bool = True
+    name = "sde"
+
+    def solve(self, problem, x_T, times, observer):
+        score, generator, cond = problem.score, problem.generator, problem.cond
+        sde, eps, steps, method = problem.sde, float(times[-1]), self.steps, self.method
+        on_call = observer.progress_hook(f"sde[{method}]", float(times[0]), eps)
+        if on_call is not None:  # the bar follows the score calls (torchsde's own calls included)
+            inner = score.fn
+
+            def watched(x, t, *args):
+                on_call(t.reshape(-1)[0])
+                return inner(x, t, *args)
+
+            score.fn = watched
+        levy = {"srk": "space-time", "log_ode": "foster"}.get(method, "none")
+        save = observer.watching
+        if generator is None or isinstance(generator, torch.Generator):
+            out = _solve(sde, score, x_T, eps, steps, method, self.denoise, _seed_from(generator), levy, save)
+            x, states = out if save else (out, None)
+        else:
+            gens = list(generator)
+            if len(gens) != x_T.shape[0]:
+                raise ValueError(f"got {len(gens)} per-sample generators for a batch of {x_T.shape[0]}")
+            parts = []
+            for b, g in enumerate(gens):
+                sb = score if cond is None or not torch.is_tensor(cond) else CountingScore(score.fn, cond[b : b + 1])
+                xb = x_T[b : b + 1]
+                parts.append(_solve(sde, sb, xb, eps, steps, method, self.denoise, _seed_from(g), levy, save))
+                if sb is not score:
+                    score.nfe += sb.nfe
+            if save:  # per sample: (x_b, states_b); the states of step k of every sample side by side
+                states = [torch.cat(k) for k in zip(*(p[1] for p in parts))]
+                parts = [p[0] for p in parts]
+            x = torch.cat(parts)
+        res = SampleResult(x=x, nfe=score.nfe, info={"method": method, "steps": steps})
+        if save:
+            res.grid = times
+            res.info["observer_nfe"] = observer.saved(times[1:], states, CountingScore(score.fn, cond))
+        return res
+
+
 def sde_sample(
     sde: LinearSDE,
     score_fn: Callable,
@@ -146,9 +199,9 @@ def sde_sample(
     score calls; ``progress`` shows them. ``record`` and ``callback(i, t, x, x0_hat)`` see the state
     after every step (torchsde's outputs at the step times, which do not change its steps; the last
     one is the result) with Tweedie's x_0 estimate from one more score call per step, counted in
-    ``info['observer_nfe']`` (:func:`~score_sde.solvers.loop.observe_saved`). ``grid`` is not supported
-    (the steps are uniform in t; use ``euler_maruyama`` for other grids); ``nfe=`` is accepted only
-    for the ``euler`` method, where it fixes the number of steps.
+    ``info['observer_nfe']`` (:meth:`Observer.saved <score_sde.solvers.observer.Observer.saved>`).
+    ``grid`` is not supported (the steps are uniform in t; use ``euler_maruyama`` for other grids);
+    ``nfe=`` is accepted only for the ``euler`` method, where it fixes the number of steps.
     x_T: [B, ...]; generator: None, a torch.Generator, or one generator per sample.
     """
     if method not in SDE_METHODS:
@@ -168,50 +221,15 @@ def sde_sample(
             raise ValueError(f"nfe= fixes the step count only for method='euler'; got method={method!r}")
         steps = nfe
     steps = sde.N if steps is None else steps
-    levy = {"srk": "space-time", "log_ode": "foster"}.get(method, "none")
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(desc=f"sde[{method}]", leave=False, unit="nfe")
-        inner = score_fn
-
-        def score_fn(*args):
-            bar.update(1)
-            return inner(*args)
-
+    output = OutputOptions(record=record, callback=callback, progress=progress, denoise=denoise)
+    h = (sde.T - eps) / steps
+    times = torch.tensor([float(sde.T)] + [sde.T - k * h for k in range(1, steps)] + [float(eps)], dtype=torch.float64)
     guard = ScoreGuard(score_fn, f"sampler 'sde' ({method})")
-    score_fn = guard
-    score = CountingScore(guard, cond)
-    save = record or callback is not None
-    if generator is None or isinstance(generator, torch.Generator):
-        out = _solve(sde, score, x_T, eps, steps, method, denoise, _seed_from(generator), levy, save)
-        x, states = out if save else (out, None)
-    else:
-        gens = list(generator)
-        if len(gens) != x_T.shape[0]:
-            raise ValueError(f"got {len(gens)} per-sample generators for a batch of {x_T.shape[0]}")
-        parts = []
-        for b, g in enumerate(gens):
-            sb = score if cond is None or not torch.is_tensor(cond) else CountingScore(score_fn, cond[b : b + 1])
-            parts.append(_solve(sde, sb, x_T[b : b + 1], eps, steps, method, denoise, _seed_from(g), levy, save))
-            if sb is not score:
-                score.nfe += sb.nfe
-        if save:  # per sample: (x_b, states_b); the states of step k of every sample side by side
-            states = [torch.cat(k) for k in zip(*(p[1] for p in parts))]
-            parts = [p[0] for p in parts]
-        x = torch.cat(parts)
-    if bar is not None:
-        bar.close()
-    guard.report(x, stacklevel=4)
-    info = {"method": method, "steps": steps, "nonfinite": guard.nonfinite}
-    res = SampleResult(x=x, nfe=score.nfe, info=info)
-    if save:
-        h = (sde.T - eps) / steps
-        times = torch.tensor([sde.T - k * h for k in range(1, steps)] + [float(eps)], dtype=torch.float64)
-        res.grid = torch.cat([torch.tensor([float(sde.T)], dtype=torch.float64), times])
-        observe_saved(sde, CountingScore(guard, cond), times, states, res, record=record, callback=callback)
+    problem = Problem(sde, CountingScore(guard, cond), generator, equation="reverse_sde")
+    res = run(problem, ReverseSDESolve(method, steps, output.denoise), x_T, times, Observer(output))
+    guard.report(res.x, stacklevel=4)
+    res.info["nonfinite"] = guard.nonfinite
     return res
 
 
-__all__ = ["sde_sample", "SDE_METHODS", "ITO_METHODS", "STRATONOVICH_METHODS"]
+__all__ = ["sde_sample", "ReverseSDESolve", "SDE_METHODS", "ITO_METHODS", "STRATONOVICH_METHODS"]

@@ -1,0 +1,155 @@
+"""The problem every method of the integrator core reads: the SDE, the counted score, the equation.
+
+A :class:`Problem` is what is solved, apart from how (the method) and what is watched (the
+observer, :mod:`score_sde.solvers.observer`):
+
+- the forward SDE ``dx = f(t) x dt + g(t) dw`` (:class:`~score_sde.sde.base.LinearSDE`);
+- the score s(x, t) = grad log p_t(x), counted (:class:`CountingScore`; guidance transforms such as
+  classifier-free guidance are score functions themselves, so they enter here) and its condition;
+- which equation runs backwards from T: the reverse SDE (Song et al. 2021, eq. 6),
+  ``dx = [f x - g^2 s] dt + g dw~``, or the probability-flow ODE (eq. 13), ``dx/dt = f x - 1/2 g^2 s``;
+- the random numbers (``generator``: None, one ``torch.Generator`` or one per sample);
+- for a fixed-grid run, the grid (descending times) and the tables derived from it once
+  (:meth:`Problem.coefficients`, :meth:`Problem.chain_coefficients`, the [B] time tensors).
+
+Views of the score the methods share: :meth:`Problem.tweedie` (the denoiser D = (x + sigma^2 s) / alpha,
+Efron/Tweedie) and :meth:`Problem.drift` (the right-hand side of eq. 6 or eq. 13).
+
+``Context`` is the same class under the name user-written steppers of earlier versions know; its
+``state`` dict is kept for them only (built-in methods keep typed state, see :mod:`score_sde.solvers.base`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from ..score import convert
+from ..sde.base import LinearSDE
+from ..utils import Generator, randn_like
+from .coefficients import GridCoefficients, chain_table
+
+EQUATIONS = ("reverse_sde", "probability_flow")
+
+
+class CountingScore:
+    """Wrap ``score_fn(x, t[, cond])`` and count its calls (network function evaluations)."""
+
+    def __init__(self, score_fn: Callable, cond: Any = None):
+        self.fn, self.cond, self.nfe = score_fn, cond, 0
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        self.nfe += 1
+        out = self.fn(x, t) if self.cond is None else self.fn(x, t, self.cond)
+        if out.shape != x.shape:
+            raise ValueError(f"score_fn returned shape {tuple(out.shape)} for x of shape {tuple(x.shape)}")
+        return out
+
+
+@dataclass(eq=False)
+class Problem:
+    """The SDE, the counted score ``score(x, t_vec)`` (t_vec [B]), the RNG, the equation, the run's grid.
+
+    Attributes:
+        sde: the forward SDE.
+        score: a :class:`CountingScore` (its ``cond`` is the condition); call it as ``score(x, t_vec)``.
+        generator: None, a torch.Generator, or one per sample; draw with :meth:`randn_like`.
+        grid: the descending grid of a fixed-grid run (None outside one).
+        equation: ``"reverse_sde"`` or ``"probability_flow"`` (the adaptive back-ends' choice; a fixed-grid
+            stepper's own rule decides for itself).
+        observed: True when the observer records or calls back, so steps form their x_0 estimate.
+    """
+
+    sde: LinearSDE
+    score: CountingScore
+    generator: Generator = None
+    grid: torch.Tensor | None = None
+    equation: str = "reverse_sde"
+    observed: bool = False
+    tvecs: list | None = None  # grid[i] as [B] tensors in the data dtype, set by the driver
+    _coefficients: GridCoefficients | None = field(default=None, repr=False)
+    _chain: tuple | None = field(default=None, repr=False)
+    _state: dict | None = field(default=None, repr=False)
+
+    def __post_init__(self):
+        if self.equation not in EQUATIONS:
+            raise ValueError(f"equation must be one of {EQUATIONS}; got equation = {self.equation!r}")
+
+    @property
+    def cond(self):
+        """The condition handed to the score (None: unconditional)."""
+        return getattr(self.score, "cond", None)
+
+    @property
+    def state(self) -> dict:
+        """A scratch dict for user-written steppers of the earlier ``ctx.state`` form (built-ins do not use it)."""
+        if self._state is None:
+            self._state = {}
+        return self._state
+
+    # -- random numbers and times ----------------------------------------------------------------
+    def randn_like(self, x: torch.Tensor) -> torch.Tensor:
+        return randn_like(x, self.generator)
+
+    def tvec(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """A time as a [B] tensor in x's dtype."""
+        return t.to(device=x.device, dtype=x.dtype).expand(x.shape[0])
+
+    def time_at(self, i: int | None, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """``grid[i]`` (= ``t``) as a [B] tensor in x's dtype, cached by the driver (no per-step allocation);
+        ``i = None`` (a step called outside a run): ``t`` as a fresh [B] tensor."""
+        tv = self.tvecs
+        if tv is not None and i is not None and tv[i].shape[0] == x.shape[0]:
+            return tv[i]
+        return self.tvec(t, x)
+
+    def set_grid(self, grid: torch.Tensor, x: torch.Tensor) -> None:
+        """Make ``grid`` (descending, len steps + 1) the run's grid for states like x [B, ...]."""
+        self.grid, self._coefficients, self._chain = grid, None, None
+        self.tvecs = grid.to(device=x.device, dtype=x.dtype)[:, None].expand(-1, x.shape[0]).unbind(0)
+
+    # -- tables of the grid, built once per run ---------------------------------------------------
+    def coefficients(self, t: torch.Tensor, t_next: torch.Tensor, i: int | None) -> tuple[GridCoefficients, int]:
+        """The coefficient table of the run's grid and the index of the step ``t -> t_next``.
+
+        Inside a run (``grid`` set) ``i`` indexes the table of the grid, built on first use; a step called
+        on its own (``grid is None`` or ``i is None``) gets a one-step table of ``(t, t_next)`` and index 0.
+        """
+        if self.grid is None or i is None:
+            return GridCoefficients.build(self.sde, torch.stack([torch.as_tensor(t), torch.as_tensor(t_next)])), 0
+        if self._coefficients is None:
+            self._coefficients = GridCoefficients.build(self.sde, self.grid)
+        return self._coefficients, i
+
+    def chain_coefficients(self, t: torch.Tensor, i: int | None) -> tuple[float, float]:
+        """(f_i / x, G_i) of the SDE's own chain step at grid time t (``sde.discretize``), tabulated once per
+        run on the CPU in float64."""
+        if self.grid is None or i is None:
+            f, G = chain_table(self.sde, torch.as_tensor(t))
+            return f[0], G[0]
+        if self._chain is None:
+            self._chain = chain_table(self.sde, self.grid[:-1])
+        return self._chain[0][i], self._chain[1][i]
+
+    # -- views of the score -----------------------------------------------------------------------
+    def tweedie(self, x: torch.Tensor, tv: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        """x_0 estimate D = (x + sigma(t)^2 s) / alpha(t) from a score value s at (x, tv) (Efron/Tweedie);
+        x, s [B, ...], tv [B]."""
+        t = tv.to(x.dtype)
+        return convert(s, x, self.sde.alpha(t), self.sde.sigma(t), "score", "x0")
+
+    def drift(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """The right-hand side of the problem's equation at a 0-d time t (one score call):
+        f(t) x - g(t)^2 s (reverse SDE, eq. 6) or f(t) x - 1/2 g(t)^2 s (probability flow, eq. 13); x [B, ...]."""
+        t = torch.as_tensor(t, dtype=torch.float64)
+        tv = t.to(device=x.device, dtype=x.dtype).expand(x.shape[0])
+        pf = self.equation == "probability_flow"
+        return self.sde.reverse_drift(x, t, self.score(x, tv), probability_flow=pf)
+
+
+Context = Problem  # the name of earlier versions, kept for user-written steppers
+
+__all__ = ["Problem", "Context", "CountingScore", "EQUATIONS"]
