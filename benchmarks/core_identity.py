@@ -105,8 +105,11 @@ def compare(before: dict, after: dict, tol: float) -> int:
     bad = 0
     for key in sorted(set(before) | set(after)):
         a, b = before.get(key), after.get(key)
-        if a is None or b is None:
-            print(f"{key:70s} {'missing before' if a is None else 'missing after'}")
+        if a is None:  # a sampler registered after the record was made: nothing to compare
+            print(f"{key:70s} new (not in the record)")
+            continue
+        if b is None:
+            print(f"{key:70s} MISSING AFTER")
             bad += 1
             continue
         if "refused" in a or "refused" in b:
