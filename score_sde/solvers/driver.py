@@ -29,8 +29,8 @@ class AdaptiveMethod:
 
     def solve(self, problem: Problem, x: torch.Tensor, times: torch.Tensor, observer: Observer) -> SampleResult:
         """Integrate from x at ``times[0]`` to ``times[-1]``; hand states at ``times[1:]`` to
-        ``observer.saved`` when it is watching."""
-        raise NotImplementedError
+        ``observer.saved`` when it is watching. Every adaptive method overrides this."""
+        raise TypeError(f"{type(self).__name__} has no solve(problem, x, times, observer) of its own")
 
 
 def run(problem: Problem, method, x: torch.Tensor, times: torch.Tensor, observer: Observer) -> SampleResult:
