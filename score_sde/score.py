@@ -199,6 +199,16 @@ class ScoreModel(nn.Module):
         """The network's output for (x, t) and its prediction type (EDM output is returned as x0)."""
         return self._raw(x, self._check(x, t), cond)
 
+    def native_prediction(self) -> tuple[Callable, LinearSDE] | None:
+        """``(raw, sde)``: :meth:`raw` (the network's own output and its type) and the SDE that relates it to
+        the score, for samplers that read x_0 or eps directly instead of converting the score back
+        (:mod:`score_sde.solvers.denoiser`). None when a subclass redefines the score view itself
+        (``score``, ``forward`` or ``_view``): then the score is the only authority."""
+        cls = type(self)
+        if any(getattr(cls, m) is not getattr(ScoreModel, m) for m in ("score", "forward", "_view")):
+            return None
+        return self.raw, self.sde
+
     def _raw(self, x: torch.Tensor, t: torch.Tensor, cond=None) -> tuple[torch.Tensor, str]:
         labels = time_labels(self.sde, t, self.time_labels)
         if self.prediction == "edm":

@@ -110,7 +110,10 @@ class ScoreGuard:
         self._first: int | None = None
 
     def __call__(self, x: torch.Tensor, t, *args):
-        out = self.fn(x, t, *args)
+        return self._keep(self.fn(x, t, *args), x, t)
+
+    def _keep(self, out, x: torch.Tensor, t):
+        """Check one output (a tensor shaped like x) and keep its sum and time; returns it."""
         if not torch.is_tensor(out):
             raise TypeError(f"score_fn must return a tensor; got {type(out).__name__}")
         if out.shape != x.shape:
@@ -119,6 +122,22 @@ class ScoreGuard:
         self._sums.append(out.detach().sum(dtype=torch.float32 if half else None))
         self._times.append(t.detach() if torch.is_tensor(t) else t)
         return out
+
+    def native_prediction(self):
+        """The wrapped model's own prediction ``(raw, sde)`` (``score_fn.native_prediction()``, e.g. a
+        :class:`~score_sde.score.ScoreModel`'s), its outputs checked and kept like the score's; None when
+        ``score_fn`` has none (:mod:`score_sde.solvers.denoiser`)."""
+        get = getattr(self.fn, "native_prediction", None)
+        found = get() if callable(get) else None
+        if found is None:
+            return None
+        raw, sde = found
+
+        def guarded(x: torch.Tensor, t, *args):
+            out, kind = raw(x, t, *args)
+            return self._keep(out, x, t), kind
+
+        return guarded, sde
 
     def _first_bad(self) -> int | None:
         """Index of the first call whose output held NaN/inf (one sync for all calls so far)."""

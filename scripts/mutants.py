@@ -63,8 +63,8 @@ P, C, SI = (
     "score_sde/solvers/sdeint.py",
 )
 COEF = "score_sde/solvers/coefficients.py"
-FB, DDIM_F, MS, SDPM, EDM = (
-    "score_sde/solvers/fast_base.py",
+DEN = "score_sde/solvers/denoiser.py"
+DDIM_F, MS, SDPM, EDM = (
     "score_sde/solvers/ddim.py",
     "score_sde/solvers/multistep.py",
     "score_sde/solvers/sde_dpm.py",
@@ -143,8 +143,12 @@ MUTANTS: list[Mutant] = [
            "Hutchinson average over k - 1 probes"),
     Mutant("cfg_sign", "score_sde/guidance/transforms.py", "guided = s_u + self.scale * (s_c - s_u)",
            "guided = s_u + self.scale * (s_u - s_c)", ("tests/test_guidance.py",), "classifier-free guidance sign"),
-    Mutant("tweedie_sigma", FB, "return (x + (sig * sig) * s) / a, s", "return (x + sig * s) / a, s",
+    Mutant("tweedie_sigma", DEN, "self._x0 = (x + sig * sig * out) / a", "self._x0 = (x + sig * out) / a",
            ("tests/test_fast_samplers.py",), "denoiser with sigma instead of sigma^2"),
+    Mutant("native_eps_to_x0", DEN, "self._x0 = (x - sig * out) / a", "self._x0 = (x - out) / a",
+           ("tests/test_denoiser_view.py",), "an eps network's x0 view without sigma"),
+    Mutant("native_noise_view", DEN, "return (xt - self.x0) / sigma_tilde", "return (xt - self.x0)",
+           ("tests/test_denoiser_view.py",), "DPM-Solver's noise view of a denoiser without 1 / sigma~"),
     Mutant("bpd_offset", "score_sde/data_scaling.py",
            "return -logp / (dim * math.log(2)) - math.log2(self.scale) + math.log2(self.levels)",
            "return -logp / (dim * math.log(2)) + math.log2(self.scale) + math.log2(self.levels)",

@@ -6,8 +6,10 @@ every linear SDE's PF-ODE is the same ODE in sigma~), f returns x~_eps, the x_0 
 
 The sampler needs no new interface: the model is passed as a score function whose Tweedie estimate
 is f itself, score(x, t) = (alpha(t) f(x, t) - x) / sigma(t)^2, which is what
-:class:`score_sde.training.distill.ConsistencyModel` returns, so that one score call gives
-f(x, t) = (x + sigma^2 score) / alpha. On a grid T = tau_0 > tau_1 > ... > tau_K = eps, step i:
+:class:`score_sde.training.distill.ConsistencyModel` returns. The step reads f from the problem's denoiser
+view (:meth:`~score_sde.solvers.problem.Problem.predict`): a ConsistencyModel (an x0 model) hands f over
+unchanged, a plain score function gives f(x, t) = (x + sigma^2 score) / alpha. On a grid
+T = tau_0 > tau_1 > ... > tau_K = eps, step i:
 
     x0_hat = f(x_{tau_i}, tau_i)                                      (one NFE)
     x_{tau_{i+1}} = alpha(tau_{i+1}) (x0_hat + sqrt(sigma~(tau_{i+1})^2 - sigma~(eps)^2) z),  z ~ N(0, I)
@@ -37,9 +39,8 @@ class ConsistencySampler(Stepper):
     def step(self, problem, x, t, t_next, i, last):
         sde = problem.sde
         tv = problem.time_at(i, t, x)
-        s = problem.score(x, tv)
         a, sig = float(sde.alpha(t)), float(sde.sigma(t))
-        x0 = (x + (sig * sig) * s) / a  # = f(x, t) for a consistency model's score view
+        x0 = problem.predict(x, tv, a, sig).x0  # f(x, t), one NFE (Alg. 1, lines 2 and 6)
         a_next = float(sde.alpha(t_next))
         out = StepOutput(a_next * x0, a_next * x0, x0=x0)
         eps = problem.grid[-1]

@@ -1,4 +1,8 @@
-"""DPM-Solver-1/2/3, singlestep, noise-prediction form (Lu et al. 2022a), in the half-log-SNR view."""
+"""DPM-Solver-1/2/3, singlestep, noise-prediction form (Lu et al. 2022a), in the half-log-SNR view.
+
+DPM-Solver is written in eps: it reads eps^ from the problem's denoiser view
+(:meth:`~score_sde.solvers.denoiser.Prediction.noise`), the network's own output for an eps network and
+(x~ - D) / sigma~ otherwise, so an eps network is never converted to a score and back."""
 
 from __future__ import annotations
 
@@ -21,8 +25,9 @@ def dpm_solver_fast_orders(nfe: int) -> list[int]:
 
 
 class DPMSolver(ExpStepper):
-    """DPM-Solver-k, singlestep (Lu et al. 2022a, eq. 3.7 / Alg. 1 for k = 2 and Alg. 2 for k = 3),
-    in x~ with eps^ = (x~ - D) / sigma~ and phi = e^{h} - 1:
+    """DPM-Solver-k, singlestep (Lu et al. 2022a: eq. 3.7 for k = 1, Alg. 1 for k = 2, Alg. 2 for k = 3),
+    divided by alpha_t, i.e. in x~ = x / alpha, lambda and sigma~ = e^{-lambda}, with eps^ the noise view
+    (the network's eps, or (x~ - D) / sigma~) and phi(h) = e^{h} - 1:
 
     - k = 1: x~_t = x~_s - sigma~_t phi(h) eps_s  (= DDIM);
     - k = 2: u = x~_s - sigma~_{s1} phi(r1 h) eps_s at lambda_{s1} = lambda_s + r1 h;
@@ -76,30 +81,28 @@ class DPMSolver(ExpStepper):
         return super().nfe(steps)
 
     def _eps(self, problem, xt, lam_u):
-        """eps^ at x~ = xt, lambda = lam_u (one NFE)."""
+        """eps^ at x~ = xt, lambda = lam_u (one NFE; the time t_u = t(lam_u) of the SDE's schedule)."""
         sde = problem.sde
         t_u = sde.t_from_log_snr(torch.tensor(lam_u, dtype=torch.float64))
         a = float(sde.alpha(t_u))
-        D = self.denoise_at(problem, None, a * xt, t_u)[0]
-        return (xt - D) / math.exp(-lam_u)
+        return self.predict_at(problem, None, a * xt, t_u).noise(xt, math.exp(-lam_u))
 
-    def single(self, problem, lam, xt, D, i: int, k: int) -> torch.Tensor:
-        """One DPM-Solver-k step of x~ from grid point i to i + 1 (``lam`` the grid's lambdas), given
-        D = D(x~_i) (k - 1 more NFE)."""
+    def single(self, problem, lam, xt, e0, i: int, k: int) -> torch.Tensor:
+        """One DPM-Solver-k step of x~ [B, ...] from grid point i to i + 1 (``lam`` the grid's lambdas),
+        given e0 = eps^(x~_i, lambda_i) (k - 1 more NFE)."""
         ls = lam[i]
-        e0 = (xt - D) / math.exp(-ls)
         h = lam[i + 1] - ls
         st = math.exp(-lam[i + 1])
         phi = math.expm1(h)
-        if k == 1:
+        if k == 1:  # eq. 3.7 (DPM-Solver-1)
             return xt - st * phi * e0
-        if k == 2:  # Alg. 1
+        if k == 2:  # Alg. 1 (DPM-Solver-2)
             r1 = self.r1 if self.k == 2 else 0.5  # the 2nd-order steps of a DPM-Solver-3 plan use 1/2
             l1 = ls + r1 * h
             u = xt - math.exp(-l1) * math.expm1(r1 * h) * e0
             e1 = self._eps(problem, u, l1)
             return xt - st * phi * e0 - st / (2 * r1) * phi * (e1 - e0)
-        r1, r2 = self.r1, self.r2  # Alg. 2
+        r1, r2 = self.r1, self.r2  # Alg. 2 (DPM-Solver-3)
         l1, l2 = ls + r1 * h, ls + r2 * h
         p1, p2 = math.expm1(r1 * h), math.expm1(r2 * h)
         u1 = xt - math.exp(-l1) * p1 * e0
@@ -110,14 +113,16 @@ class DPMSolver(ExpStepper):
 
     def advance(self, problem, state, x, t, t_next, i, last):
         alpha = state.alpha
-        D = self.denoise_at(problem, state, x, t, i)[0]
+        pred = self.predict_at(problem, state, x, t, i)
         if self.is_final_denoise(state, i):
+            D = pred.x0
             return self.out(alpha[i + 1] * D, D), state
         k = self._order_at(i, state.steps)
         if self.final == "euler" and i == state.steps - 1:
             k = 1
-        xn = self.single(problem, state.lam, x / alpha[i], D, i, k)
-        return self.out(alpha[i + 1] * xn, D), state
+        xt = x / alpha[i]
+        xn = self.single(problem, state.lam, xt, pred.noise(xt, math.exp(-state.lam[i])), i, k)
+        return self.out(alpha[i + 1] * xn, self.x0_of(problem, pred)), state
 
 
 def _dpm1(final: str = "step"):

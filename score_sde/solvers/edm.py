@@ -59,7 +59,7 @@ class EDMHeun(ExpStepper):
         """D at x~ = xt, sigma~ = sig (one NFE)."""
         sde = problem.sde
         t = sde.t_from_log_snr(torch.tensor(-math.log(sig), dtype=torch.float64)).clamp(0.0, sde.T)
-        return self.denoise_at(problem, None, float(sde.alpha(t)) * xt, t)[0]
+        return self.predict_at(problem, None, float(sde.alpha(t)) * xt, t).x0
 
     def heun(self, problem, xt, s_from, s_to, D_from=None, euler=False) -> HeunStep:
         """One Heun step in sigma~ from s_from to s_to (> 0) (Alg. 1, lines 4-8); ``D_from``: D at the start
@@ -87,7 +87,7 @@ class EDMHeun(ExpStepper):
             D = self._D_at_sigma(problem, xt, s_hat)
         else:
             s_hat = s_i
-            D = self.denoise_at(problem, state, x, t, i)[0]
+            D = self.predict_at(problem, state, x, t, i).x0
         if self.is_final_denoise(state, i):
             return self.out(alpha[i + 1] * D, D), state
         euler = self.final == "euler" and i == steps - 1

@@ -2,7 +2,7 @@
 per-run tables (typed state) and the final-step policy.
 
 In x~ = x / alpha and lambda = ln(alpha / sigma) (half the log-SNR) the probability-flow ODE of every
-linear SDE is (Lu et al. 2022, eq. 8, data-prediction form)
+linear SDE is (Lu et al. 2022b, DPM-Solver++, data-prediction form)
 
     d x~ / d lambda = D(x~, lambda) - x~,        D = E[x_0 | x_t] = (x + sigma^2 s) / alpha,
 
@@ -19,6 +19,13 @@ approximate the derivatives D^{(k)} from denoiser evaluations; the families live
 :mod:`~score_sde.solvers.ddim`, :mod:`~score_sde.solvers.dpm_solver` (singlestep),
 :mod:`~score_sde.solvers.multistep` (DPM-Solver++ 2M/3M, UniPC), :mod:`~score_sde.solvers.sde_dpm`
 (SDE-DPM-Solver++(2M)) and :mod:`~score_sde.solvers.edm` (Heun / EDM / Restart).
+
+The denoiser comes from the problem's denoiser view (:meth:`ExpStepper.predict_at`,
+:mod:`score_sde.solvers.denoiser`), one evaluation per call: the network's own x_0 (or eps, for the methods
+written in eps: DPM-Solver) when the score is a :class:`~score_sde.score.ScoreModel` predicting it, with no
+score <-> denoiser round trip, and Tweedie's D = (x + sigma^2 s) / alpha for a plain score function.
+The run's state is kept where the papers keep it: the tables of lambda_i (and alpha_i, sigma_i) of
+:class:`ExpState`, the multistep history as (lambda, D) pairs, EDM's steps in sigma~ = e^{-lambda}.
 
 Final-step policy (option ``final``; grids are descending times ending at ``eps``):
 
@@ -41,6 +48,7 @@ from dataclasses import dataclass
 import torch
 
 from .base import StatefulStepper, StepOutput
+from .denoiser import Prediction
 from .grids import make_grid
 from .problem import Problem
 
@@ -146,19 +154,30 @@ class ExpStepper(StatefulStepper):
     def is_final_denoise(self, state: ExpState, i: int) -> bool:
         return self.final == "denoise" and i == state.steps - 1
 
-    # -- denoiser -------------------------------------------------------------------------------
-    def denoise_at(self, problem: Problem, state: ExpState | None, x: torch.Tensor, t: torch.Tensor,
-                   i: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
-        """D(x, t) = (x + sigma^2 s) / alpha from one (counted) score evaluation; x [B, ...] at time t
-        (grid point i, whose alpha and sigma come from the tables, or any time with i = None).
-        Returns (D, s)."""
-        tv = problem.time_at(i, t, x) if i is not None else problem.tvec(t, x)
-        s = problem.score(x, tv)
+    # -- the denoiser view -----------------------------------------------------------------------
+    def predict_at(self, problem: Problem, state: ExpState | None, x: torch.Tensor, t: torch.Tensor,
+                   i: int | None = None) -> Prediction:  # fmt: skip
+        """One (counted) evaluation of the model at x [B, ...], time t: grid point i (alpha, sigma from the
+        run's float64 tables) or any time (i = None). Its views (:class:`~score_sde.solvers.denoiser.Prediction`):
+        ``.x0`` = D(x, t), ``.eps``, ``.noise(x~, sigma~)``, each the network's own output where it predicts
+        that quantity, else one conversion (Tweedie's (x + sigma^2 s) / alpha for a plain score)."""
         if i is None:
             a, sig = float(problem.sde.alpha(t)), float(problem.sde.sigma(t))
-        else:
-            a, sig = state.alpha[i], state.sigma[i]
-        return (x + (sig * sig) * s) / a, s
+            return problem.predict(x, problem.tvec(t, x), a, sig)
+        return problem.predict(x, problem.time_at(i, t, x), state.alpha[i], state.sigma[i])
+
+    def denoise_at(self, problem: Problem, state: ExpState | None, x: torch.Tensor, t: torch.Tensor,
+                   i: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+        """(D, s) of :meth:`predict_at`, for steppers written against earlier versions (s is converted
+        from the network's prediction when it is not a score)."""
+        pred = self.predict_at(problem, state, x, t, i)
+        return pred.x0, pred.score
+
+    @staticmethod
+    def x0_of(problem: Problem, pred: Prediction) -> torch.Tensor | None:
+        """A step's x_0 estimate for its :class:`StepOutput`: D when the step formed it (or the network gave
+        it), else formed only when the observer records or calls back (``problem.observed``)."""
+        return pred.x0 if problem.observed else pred.formed_x0
 
     @staticmethod
     def out(x_next: torch.Tensor, D: torch.Tensor, mean: torch.Tensor | None = None) -> StepOutput:

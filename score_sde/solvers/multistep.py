@@ -116,7 +116,6 @@ class Multistep(ExpStepper):
     def nfe(self, steps: int) -> int:
         return steps + (self._single.k - 1 if self._singlestep_first(steps) else 0)
 
-
     def _B(self, h: float) -> float:
         return h if self.variant == "bh1" else -math.expm1(-h)
 
@@ -151,7 +150,8 @@ class Multistep(ExpStepper):
 
     def advance(self, problem, state, x, t, t_next, i, last):
         lam, alpha, steps, hist = state.lam, state.alpha, state.steps, state.hist
-        D = self.denoise_at(problem, state, x, t, i)[0]
+        pred = self.predict_at(problem, state, x, t, i)  # one NFE
+        D = pred.x0  # data prediction (DPM-Solver++, UniPC's x0 form)
         xt = x / alpha[i]
         prev = state.prev
         if self.corrector and prev is not None:  # UniC (Alg. 2): redo the last step with D_t added
@@ -162,7 +162,8 @@ class Multistep(ExpStepper):
         if self.is_final_denoise(state, i):
             return self.out(alpha[i + 1] * D, D), state
         if i == 0 and self._singlestep_first(steps):  # prev stays None: no UniC on it
-            return self.out(alpha[1] * self._single.single(problem, lam, xt, D, 0, self._single.k), D), state
+            e0 = pred.noise(xt, math.exp(-lam[0]))
+            return self.out(alpha[1] * self._single.single(problem, lam, xt, e0, 0, self._single.k), D), state
         p = self._effective_order(i, steps, len(hist))
         h = lam[i + 1] - lam[i]
         xn_t = self._combine(xt, D, lam[i], h, hist[1:], p)  # eq. (3): UniP-p / DPM-Solver++(pM)

@@ -15,6 +15,11 @@ observer, :mod:`score_sde.solvers.observer`):
 Views of the score the methods share: :meth:`Problem.tweedie` (the denoiser D = (x + sigma^2 s) / alpha,
 Efron/Tweedie) and :meth:`Problem.drift` (the right-hand side of eq. 6 or eq. 13).
 
+The denoiser view the fast samplers read: :meth:`Problem.x0` (D(x, t)), :meth:`Problem.eps` and, for both
+from one evaluation, :meth:`Problem.predict` (a :class:`~score_sde.solvers.denoiser.Prediction`). They call
+the network's own prediction when the score is a :class:`~score_sde.score.ScoreModel` predicting x0, eps, v
+or velocity (no score <-> denoiser round trip) and convert the score only for a plain score function.
+
 ``Context`` is the same class under the name user-written steppers of earlier versions know; its
 ``state`` dict is kept for them only (built-in methods keep typed state, see :mod:`score_sde.solvers.base`).
 """
@@ -29,8 +34,9 @@ import torch
 
 from ..score import convert
 from ..sde.base import LinearSDE
-from ..utils import Generator, randn_like
+from ..utils import Generator, bcast, randn_like
 from .coefficients import GridCoefficients, chain_table
+from .denoiser import Prediction, native_prediction
 
 EQUATIONS = ("reverse_sde", "probability_flow")
 
@@ -47,6 +53,21 @@ class CountingScore:
         if out.shape != x.shape:
             raise ValueError(f"score_fn returned shape {tuple(out.shape)} for x of shape {tuple(x.shape)}")
         return out
+
+    def predict(self, x: torch.Tensor, t: torch.Tensor, sde: LinearSDE) -> tuple[torch.Tensor, str]:
+        """One counted evaluation in the model's own terms: ``(out, kind)``, the network's native prediction
+        when ``score_fn`` offers one for ``sde``'s schedule (:func:`~score_sde.solvers.denoiser.native_prediction`,
+        looked up once per SDE), else ``(score(x, t), "score")``. x [B, ...], t [B]."""
+        if getattr(self, "_native_sde", None) is not sde:
+            self._native_sde, self._native = sde, native_prediction(self.fn, sde)
+        raw = self._native
+        if raw is None:
+            return self(x, t), "score"
+        self.nfe += 1
+        out, kind = raw(x, t) if self.cond is None else raw(x, t, self.cond)
+        if out.shape != x.shape:
+            raise ValueError(f"the model returned shape {tuple(out.shape)} for x of shape {tuple(x.shape)}")
+        return out, kind
 
 
 @dataclass(eq=False)
@@ -140,6 +161,29 @@ class Problem:
         x, s [B, ...], tv [B]."""
         t = tv.to(x.dtype)
         return convert(s, x, self.sde.alpha(t), self.sde.sigma(t), "score", "x0")
+
+    # -- the denoiser view (the fast samplers) ------------------------------------------------------
+    def predict(self, x: torch.Tensor, tv: torch.Tensor, alpha=None, sigma=None) -> Prediction:
+        """One counted evaluation at x [B, ...], times tv [B], as a :class:`~score_sde.solvers.denoiser.Prediction`
+        (``.x0`` the denoiser D, ``.eps``, ``.noise(x~, sigma~)``), from the network's own prediction when it has
+        one. ``alpha``, ``sigma``: alpha(t), sigma(t) as Python floats when the caller holds them (a grid's
+        float64 tables); by default the SDE's at tv, in x's dtype."""
+        predict = getattr(self.score, "predict", None)
+        out, kind = predict(x, tv, self.sde) if predict is not None else (self.score(x, tv), "score")
+        if alpha is None or sigma is None:
+            t = tv.to(x.dtype)
+            alpha, sigma = bcast(self.sde.alpha(t), x), bcast(self.sde.sigma(t), x)
+        return Prediction(x, out, kind, alpha, sigma, tv, self.sde)
+
+    def x0(self, x: torch.Tensor, tv: torch.Tensor) -> torch.Tensor:
+        """The denoiser D(x, t) = E[x_0 | x_t = x] (one counted evaluation; x [B, ...], tv [B]): an x0 network's
+        output unchanged, one conversion from eps / v / velocity, or Tweedie's (x + sigma^2 s) / alpha."""
+        return self.predict(x, tv).x0
+
+    def eps(self, x: torch.Tensor, tv: torch.Tensor) -> torch.Tensor:
+        """The noise estimate eps^ (one counted evaluation; x [B, ...], tv [B]): an eps network's output
+        unchanged, else (x - alpha D) / sigma, or -sigma s for a score."""
+        return self.predict(x, tv).eps
 
     def drift(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """The right-hand side of the problem's equation at a 0-d time t (one score call):

@@ -37,7 +37,7 @@ class DPMSolverPP2MSDE(ExpStepper):
 
     def advance(self, problem, state, x, t, t_next, i, last):
         lam, alpha = state.lam, state.alpha
-        D = self.denoise_at(problem, state, x, t, i)[0]
+        D = self.predict_at(problem, state, x, t, i).x0  # one NFE, data prediction
         old, state.old = state.old, (lam[i], D)
         if self.is_final_denoise(state, i):
             return self.out(alpha[i + 1] * D, D), state
