@@ -149,6 +149,9 @@ class Multistep(ExpStepper):
         return out
 
     def advance(self, problem, state, x, t, t_next, i, last):
+        """One step from lambda_i to lambda_{i+1}, x [B, ...]: evaluate D_i = D(x~_i, lambda_i) (one NFE, the
+        denoiser view); UniC: recompute x~_i by eq. (3) with D_i added; push (lambda_i, D_i) on the history;
+        predictor: x~_{i+1} by eq. (3) of order p (DPM-Solver++(pM), Lu et al. 2022b, Alg. 2; UniP-p)."""
         lam, alpha, steps, hist = state.lam, state.alpha, state.steps, state.hist
         pred = self.predict_at(problem, state, x, t, i)  # one NFE
         D = pred.x0  # data prediction (DPM-Solver++, UniPC's x0 form)
