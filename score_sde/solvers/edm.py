@@ -27,9 +27,11 @@ class EDMHeun(ExpStepper):
         d = (x^ - D(x^, sigma^)) / sigma^,  x' = x^ + (sigma~_{i+1} - sigma^) d,
         x~_{i+1} = x^ + (sigma~_{i+1} - sigma^) (d + d') / 2,  d' = (x' - D(x', sigma~_{i+1})) / sigma~_{i+1}.
 
-    sigma^ is capped at sigma~(T) (times stay in [0, T]). Two NFE per step; with
-    ``final="denoise"`` the last step is Euler to sigma~ = 0 (x~ = D), so NFE = 2N - 1 as in EDM;
-    ``final="euler"`` makes the last step an Euler step to sigma_min.
+    D(x~, sigma~) is the problem's denoiser view (an x0 or EDM-preconditioned network's output unchanged, no
+    score round trip), evaluated at the time t with sigma(t) / alpha(t) = sigma~; the steps are kept in
+    sigma~ = e^{-lambda}, as EDM keeps them in sigma. sigma^ is capped at sigma~(T) (times stay in [0, T]).
+    Two NFE per step; with ``final="denoise"`` the last step is Euler to sigma~ = 0 (x~ = D), so
+    NFE = 2N - 1 as in EDM; ``final="euler"`` makes the last step an Euler step to sigma_min.
     """
 
     name, order, nfe_per_step = "heun", 2, 2
