@@ -31,16 +31,16 @@ def test_the_likelihood_runs_through_the_one_driver(monkeypatch):
     monkeypatch.setattr("score_sde.likelihood.augmented.run", spy)
     res = ss.log_likelihood(sde, gmm.score_fn(sde), x)
     assert seen == [("AugmentedProblem", "AugmentedODE", (x.numel() + x.shape[0],))]
-    assert res.info["method"] == "scipy_rk45"
+    assert res.info["method"] == "dopri5"  # the default
 
 
-def test_default_scipy_rk45_matches_the_exact_density_and_dopri5():
+def test_scipy_rk45_matches_the_exact_density_and_dopri5():
     sde, gmm, x = _problem(d=3)
     true = gmm.log_prob(x, EPS, sde)
     score = gmm.score_fn(sde)
     for tol in (1e-5, 1e-8):
-        a = ss.log_likelihood(sde, score, x, rtol=tol, atol=tol)
-        b = ss.log_likelihood(sde, score, x, rtol=tol, atol=tol, method="dopri5")
+        a = ss.log_likelihood(sde, score, x, rtol=tol, atol=tol, method="auto")
+        b = ss.log_likelihood(sde, score, x, rtol=tol, atol=tol)
         assert a.info["method"] == "scipy_rk45" and b.info["method"] == "dopri5"
         # with the exact log p_T at z in place of the prior's log pi (their mismatch is not the solver's error)
         assert (a.delta + gmm.log_prob(a.z, sde.T, sde) - true).abs().max() / 3 < 10 * tol
@@ -56,7 +56,7 @@ def test_every_score_call_is_counted_once_and_the_first_is_not_repeated():
         calls[0] += 1
         return score(x_, t_)
 
-    res = ss.log_likelihood(sde, counted, x)
+    res = ss.log_likelihood(sde, counted, x, method="scipy_rk45")
     assert res.nfe == calls[0]
     assert (res.nfe - 2) % 6 == 0  # RK45: f(t0) for the first step's guess, one probe, then 6 stages per step
     # the same solve by scipy directly on the same right-hand side makes as many calls
@@ -78,7 +78,7 @@ def test_every_score_call_is_counted_once_and_the_first_is_not_repeated():
 def test_a_differentiable_logp_falls_back_to_dopri5_and_scipy_refuses_it():
     sde, gmm, x = _problem()
     xg = x.clone().requires_grad_(True)
-    res = ss.log_likelihood(sde, gmm.score_fn(sde), xg)
+    res = ss.log_likelihood(sde, gmm.score_fn(sde), xg, method="auto")
     assert res.info["method"] == "dopri5"
     (g,) = torch.autograd.grad(res.logp.sum(), xg)
     assert torch.isfinite(g).all() and g.abs().sum() > 0
@@ -98,7 +98,7 @@ def test_the_official_norm_is_cheaper_and_a_float32_state_keeps_torchdiffeq():
         return (r.delta + gmm.log_prob(r.z, sde.T, sde) - true).abs().max()
 
     assert err(split) < err(rms)
-    res32 = ss.log_likelihood(sde, score, x.float(), state_dtype=None)
+    res32 = ss.log_likelihood(sde, score, x.float(), state_dtype=None, method="auto")
     assert res32.info["method"] == "dopri5"
 
 
@@ -134,4 +134,17 @@ def test_progress_bar_on_the_likelihood(capsys):
     sde, gmm, x = _problem()
     res = ss.log_likelihood(sde, gmm.score_fn(sde), x, progress=True)
     assert torch.isfinite(res.logp).all()
-    assert "log_likelihood[scipy_rk45]" in capsys.readouterr().err
+    assert "log_likelihood[dopri5]" in capsys.readouterr().err
+
+
+def test_a_nan_score_stops_the_scipy_solve_at_once():
+    sde, gmm, x = _problem()
+    calls = [0]
+
+    def nan_score(x_, t_):
+        calls[0] += 1
+        return x_ * float("nan")
+
+    with pytest.raises(ODESolveError, match="NaN/inf, first at t"):
+        ss.log_likelihood(sde, nan_score, x, method="scipy_rk45")
+    assert calls[0] <= 2

@@ -50,7 +50,7 @@ def log_likelihood(
     probes: int | torch.Tensor = 1,
     noise: str = "rademacher",
     generator: Generator = None,
-    method: str = "auto",
+    method: str = "dopri5",
     options: dict | None = None,
     chunk_size: int | None = None,
     per_sample: bool = False,
@@ -79,14 +79,13 @@ def log_likelihood(
             themselves, a tensor [k, B, ...] (or [B, ...] for one), e.g. to share them between runs.
         noise: Hutchinson probe law, ``"rademacher"`` (default; never worse than Gaussian) or ``"gaussian"``.
         generator: a ``torch.Generator``, B per-sample generators, or None (torch's global RNG) for the probes.
-        method, options: the ODE method and its options. ``"auto"`` (default): scipy's RK45 (Dormand–Prince 5(4)
-            with its step-size control and RMS error norm over the flat state ``[x.flatten(), Delta]``, as in the
-            official code; :mod:`score_sde.solvers.scipy_ode`) when ``logp`` needs no graph, else torchdiffeq's
-            ``"dopri5"``; for ``scheme="quadrature"``, ``"dopri5"``. Any torchdiffeq method by name (its error
-            norm is then the larger of the RMS error ratios of x and of Delta, unless ``options`` has a
-            ``norm``, which receives the error ratios of the flat state, shape [B*D + B]), or ``"scipy_rk45"`` /
-            ``"scipy_dop853"`` (no graph; options ``first_step``, ``max_step``). ``info['method']`` names the
-            method used.
+        method, options: the ODE method and its options: a torchdiffeq method (default ``"dopri5"``; its error norm
+            is the larger of the RMS error ratios of x and of Delta unless ``options`` has a ``norm``: ``"rms"``,
+            the RMS over the whole flat state ``[x.flatten(), Delta]`` as the official code, or a function of
+            the error ratios, shape [B*D + B]); ``"scipy_rk45"`` / ``"scipy_dop853"`` (scipy's, the official
+            code's integrator, same norms, options ``first_step``, ``max_step``; no autograd graph, float64
+            state; :mod:`score_sde.solvers.scipy_ode`); or ``"auto"``: ``"scipy_rk45"`` when ``logp`` needs no
+            graph and the state is float64, else ``"dopri5"``. ``info['method']`` names the method used.
         chunk_size: dimensions per batched vector-Jacobian product of the exact divergence
             (default: as many as keep the cotangents near 2^22 entries).
         per_sample: solve each sample on its own (batch-independent steps, NFE summed over samples).
@@ -132,7 +131,7 @@ def log_likelihood(
         raise ValueError(f"unknown Hutchinson noise {div.noise!r}; choose one of {NOISES}")
     if scheme not in SCHEMES:
         raise ValueError(f"unknown scheme {scheme!r}; choose one of {SCHEMES}")
-    if scheme == "quadrature" and solve.method == "auto":
+    if scheme == "quadrature" and solve.method == "auto":  # the x-solve interpolates torchdiffeq's dense output
         solve = dataclasses.replace(solve, method="dopri5")
     if scheme == "quadrature" and solve.method not in ADAPTIVE_METHODS:
         raise ValueError(

@@ -16,8 +16,9 @@ class ODESolveOptions:
     """How the probability-flow ODE is integrated (torchdiffeq).
 
     Attributes:
-        method: ``"auto"`` (default: scipy's RK45 when no graph is needed, else torchdiffeq's dopri5; dopri5 for
-            ``scheme="quadrature"``), a torchdiffeq method, or ``"scipy_rk45"`` / ``"scipy_dop853"``.
+        method: a torchdiffeq method (``"dopri5"`` by default), ``"scipy_rk45"`` / ``"scipy_dop853"``, or ``"auto"``
+            (scipy's RK45 when no graph is needed and the state is float64, else dopri5); ``scheme="quadrature"``
+            needs a torchdiffeq adaptive method (``"auto"`` means dopri5 there).
         rtol, atol: tolerances (> 0) of the adaptive step-size control on the state.
         options: passed to torchdiffeq (``first_step``, ``max_num_steps``, ...; a ``norm`` given here receives the
             error ratios of the flat augmented state ``[x.flatten(), Delta]``, shape [B*D + B]).
@@ -25,7 +26,7 @@ class ODESolveOptions:
             data's dtype; None: the data's dtype). The score still sees x in the data's dtype.
     """
 
-    method: str = "auto"
+    method: str = "dopri5"
     rtol: float = 1e-5
     atol: float = 1e-5
     options: dict | None = None

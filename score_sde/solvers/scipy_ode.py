@@ -16,7 +16,8 @@ no autograd graph: use a torchdiffeq method when the result must be differentiat
 torchdiffeq wraps the same solvers (``method="scipy_solver"``) but integrates over ``[min(t), max(t)]``
 whatever the direction and returns a short solution without a word when scipy gives up, so this module
 calls :func:`scipy.integrate.solve_ivp` itself: either direction, the output times as ``t_eval``, a failure
-raised with scipy's message.
+raised with scipy's message, and a right-hand side that returns NaN/inf stops the solve at once (scipy's
+first-step guess becomes NaN and its loop never ends).
 """
 
 from __future__ import annotations
@@ -90,8 +91,11 @@ def odeint_scipy(
 
     def f(t, y):
         yt = torch.from_numpy(y).view(shape).to(device=device, dtype=dtype)
-        out = func(torch.tensor(t, dtype=torch.float64, device=device), yt)
-        return out.detach().to("cpu", torch.float64).reshape(-1).numpy()
+        out = func(torch.tensor(t, dtype=torch.float64, device=device), yt).detach().to("cpu", torch.float64)
+        f_np = out.reshape(-1).numpy()
+        if not np.isfinite(f_np).all():  # scipy would loop on a NaN step size (its first-step guess) or creep
+            raise ScipySolveError(f"the right-hand side returned NaN/inf at t = {t:.6g}")
+        return f_np
 
     y0_np = y0.detach().to("cpu", torch.float64).reshape(-1).numpy()
     solver = _solver_class(SCIPY_METHODS[method], options.pop("norm", None))
