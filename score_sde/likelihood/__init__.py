@@ -14,7 +14,8 @@ The drift's share ``D f(t)`` is analytic for our linear SDEs; only ``div s`` goe
 either exactly (D vector-Jacobian products, vectorised over chunks of dimensions) or with the
 Skilling–Hutchinson estimator ``div s ~ v^T (ds/dx) v`` with ``E[v v^T] = I`` (Rademacher or Gaussian
 ``v``, drawn once per trajectory and held fixed along it). The augmented state ``(x, Delta)`` is
-integrated forward from ``eps`` to ``T`` with torchdiffeq (adaptive dopri5 by default), and
+integrated forward from ``eps`` to ``T`` by an adaptive Dormand–Prince 5(4) solver (torchdiffeq's dopri5 by
+default; scipy's RK45, the official code's integrator, with ``method="scipy_rk45"`` or ``"auto"``), and
 
     logp = prior_logp(x(T)) + Delta(T)        (nats per sample, shape [B]).
 
@@ -31,8 +32,14 @@ Defaults, chosen by measurement (benchmarks/likelihood_vs_official.py, README "L
   ``D f(t) - 1/2 g^2 div s``, is a difference of two terms of size ~D beta(t), so a float32 state
   carries ~1e-6 nats/dim of round-off in Delta whatever the tolerance, and its noisy error estimates
   cost extra steps;
-- the error norm is the larger of the RMS error ratios of the x part and of the Delta part;
-- dopri5 in the time variable t. Integrating in the log-SNR lambda, in -ln alpha or in sqrt(t), with
+- the error norm is the larger of the RMS error ratios of the x part and of the Delta part
+  (``options={"norm": "rms"}``: the RMS over the whole state, as the official code);
+- the solve is a problem of the integrator core (:class:`~score_sde.likelihood.augmented.AugmentedProblem`,
+  run by :func:`score_sde.solvers.driver.run`). scipy's RK45 (the error estimate of Dormand and Prince's
+  pair) took fewer steps than torchdiffeq's dopri5 (Shampine's estimate) on the MLP score of
+  benchmarks/likelihood_overhead.py, and more on a 300-step rectified-flow digits network, so dopri5 stays
+  the default;
+- Dormand–Prince in the time variable t. Integrating in the log-SNR lambda, in -ln alpha or in sqrt(t), with
   or without x~ = x / alpha (the log-determinant then shifts by D ln alpha exactly), gave the same
   error-vs-NFE curve on the benchmark mixtures, and dopri8 / bosh3 needed more NFE at the official
   loop's accuracy (~1e-4 nats/dim), so none of these is the default.

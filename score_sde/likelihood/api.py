@@ -59,6 +59,7 @@ def log_likelihood(
     state_dtype: torch.dtype | None = torch.float64,
     scheme: str = "augmented",
     solver: ODESolveOptions | None = None,
+    progress: bool = False,
 ) -> LikelihoodResult:
     r"""log p_eps(x) through the probability-flow ODE, eq. (D.2) of Song et al. (2021).
 
@@ -78,8 +79,13 @@ def log_likelihood(
             themselves, a tensor [k, B, ...] (or [B, ...] for one), e.g. to share them between runs.
         noise: Hutchinson probe law, ``"rademacher"`` (default; never worse than Gaussian) or ``"gaussian"``.
         generator: a ``torch.Generator``, B per-sample generators, or None (torch's global RNG) for the probes.
-        method, options: torchdiffeq method (``"dopri5"``) and its options (a ``norm`` given there receives
-            the error ratios of the flat state ``[x.flatten(), Delta]``, shape [B*D + B]).
+        method, options: the ODE method and its options: a torchdiffeq method (default ``"dopri5"``; its error norm
+            is the larger of the RMS error ratios of x and of Delta unless ``options`` has a ``norm``: ``"rms"``,
+            the RMS over the whole flat state ``[x.flatten(), Delta]`` as the official code, or a function of
+            the error ratios, shape [B*D + B]); ``"scipy_rk45"`` / ``"scipy_dop853"`` (scipy's, the official
+            code's integrator, same norms, options ``first_step``, ``max_step``; no autograd graph, float64
+            state; :mod:`score_sde.solvers.scipy_ode`); or ``"auto"``: ``"scipy_rk45"`` when ``logp`` needs no
+            graph and the state is float64, else ``"dopri5"``. ``info['method']`` names the method used.
         chunk_size: dimensions per batched vector-Jacobian product of the exact divergence
             (default: as many as keep the cotangents near 2^22 entries).
         per_sample: solve each sample on its own (batch-independent steps, NFE summed over samples).
@@ -104,6 +110,7 @@ def log_likelihood(
 
         solver: an :class:`ODESolveOptions` grouping ``method``, ``rtol``, ``atol``, ``options`` and ``state_dtype``
             (accepted beside those keywords; a keyword given beside it must not contradict it).
+        progress: a tqdm bar per solve, advancing with the time reached.
 
     Returns:
         :class:`LikelihoodResult` with ``logp`` [B] (nats), ``z`` = x(T), ``prior_logp`` [B], ``delta`` [B], ``nfe``
@@ -124,6 +131,8 @@ def log_likelihood(
         raise ValueError(f"unknown Hutchinson noise {div.noise!r}; choose one of {NOISES}")
     if scheme not in SCHEMES:
         raise ValueError(f"unknown scheme {scheme!r}; choose one of {SCHEMES}")
+    if scheme == "quadrature" and solve.method == "auto":  # the x-solve interpolates torchdiffeq's dense output
+        solve = dataclasses.replace(solve, method="dopri5")
     if scheme == "quadrature" and solve.method not in ADAPTIVE_METHODS:
         raise ValueError(
             f"scheme='quadrature' needs an adaptive method (its x-solve returns interpolated nodes); got method = "
@@ -169,8 +178,9 @@ def log_likelihood(
     def run(x_part, v_part):
         if scheme == "quadrature":
             return _solve_quadrature(sde, score_fn, x_part, eps, dataclasses.replace(div, probes=v_part), solve)
-        out = _solve_augmented(sde, score_fn, x_part, eps, dataclasses.replace(div_augmented, probes=v_part), solve)
-        return (*out, {"scheme": "augmented"})
+        div_part = dataclasses.replace(div_augmented, probes=v_part)
+        z_p, delta_p, nfe_p, used = _solve_augmented(sde, score_fn, x_part, eps, div_part, solve, progress)
+        return z_p, delta_p, nfe_p, {"scheme": "augmented", "method": used}
 
     if per_sample:
         parts = [run(x[i : i + 1], None if v is None else v[:, i : i + 1]) for i in range(B)]

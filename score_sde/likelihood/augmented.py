@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 
 import torch
 
 from ..solvers.base import CountingScore
+from ..solvers.driver import AdaptiveMethod, run
+from ..solvers.observer import Observer, OutputOptions, SampleResult
 from ..solvers.ode import ADAPTIVE_METHODS, odeint_clamped
+from ..solvers.problem import Problem
+from ..solvers.scipy_ode import SCIPY_METHODS
 from ..utils import flat_dim
 from .divergence import _VJP, _depends_on_other_leaf, _divergence_exact, _divergence_hutchinson, _no_graph_divergence
 from .options import DivergenceOptions, ODESolveOptions
@@ -84,32 +88,126 @@ def _split_norm(n: int) -> Callable:
     return norm
 
 
-def _solve_augmented(sde, score_fn, x: torch.Tensor, eps: float, div: DivergenceOptions, solve: ODESolveOptions):
-    """(z, Delta, nfe): the augmented state at T in ``solve.state_dtype``, z [B, ...] and Delta [B]; the score is
-    evaluated in x's dtype. ``div`` is resolved (probes a tensor or None, chunk_size and create_graph decided)."""
-    score = CountingScore(score_fn)
+@dataclass(eq=False)
+class AugmentedProblem(Problem):
+    """The likelihood's problem for the integrator core: the probability-flow ODE (eq. 13) of ``sde`` with the
+    counted score, augmented by Delta' = div f~ (eq. D.2), so that the state is the flat
+    ``[x.flatten(), Delta]`` (B*D + B entries). ``divergence`` says how div s is formed (resolved: probes a
+    tensor [k, B, ...] in the state dtype or None for ``"exact"``), ``work_dtype`` is the dtype the score sees
+    x in and ``shape`` is x's shape [B, ...]."""
+
+    divergence: DivergenceOptions | None = None
+    work_dtype: torch.dtype = torch.float32
+    shape: tuple = ()
+
+    def __post_init__(self):
+        super().__post_init__()
+        self.rhs = _AugmentedPFODE(self.sde, self.score, self.divergence, self.work_dtype, self.shape)
+
+
+class _FirstCallOnce:
+    """``func`` whose value at (t0, y0), computed beforehand, is handed back once instead of recomputed when
+    the solver asks for it (both torchdiffeq and scipy start with f(t0, y0))."""
+
+    def __init__(self, func, t0: torch.Tensor, y0: torch.Tensor, f0: torch.Tensor):
+        self.func, self.first = func, (float(t0), y0, f0)
+
+    def __call__(self, t, y):
+        if self.first is not None:
+            t0, y0, f0 = self.first
+            self.first = None
+            if float(t) == t0 and y.shape == y0.shape and torch.equal(y.detach(), y0.detach()):
+                return f0
+        return self.func(t, y)
+
+
+@dataclass
+class AugmentedODE(AdaptiveMethod):
+    """The augmented PF-ODE solved by an adaptive ODE method, as a method of the one driver
+    (:func:`score_sde.solvers.driver.run`).
+
+    ``solve.method = "auto"`` picks scipy's RK45 (:mod:`score_sde.solvers.scipy_ode`: the official code's
+    integrator: Dormand–Prince 5(4) with the error estimate of the original pair and Hairer's step-size control)
+    when ``logp`` needs no graph and the state is float64, and torchdiffeq's dopri5 otherwise (scipy carries no
+    autograd graph and computes in float64); to decide, the right-hand side is evaluated once at (eps, [x, 0])
+    before the solve and that value is the solver's first. Both measure the error with the larger of the RMS
+    error ratios of the x part and of the Delta part (:func:`_split_norm`), so that neither the data (B*D
+    entries) nor the log-density (B entries) drowns the other, unless ``options`` carries a ``norm``:
+    ``"rms"`` takes the RMS over the whole flat state as the official code does (there Delta has weight
+    1/(D+1), so its error at a given tolerance is larger and the solve cheaper; both are measured in
+    benchmarks/results/likelihood_overhead.txt), or a function of the error ratios."""
+
+    solve_options: ODESolveOptions = field(default_factory=ODESolveOptions)
+    eps: float = 1e-5  # the solve runs over [eps, sde.T]; the right-hand side is never called outside it
+    name = "log_likelihood"
+
+    def solve(self, problem: AugmentedProblem, y0: torch.Tensor, times: torch.Tensor, observer) -> SampleResult:
+        o, func = self.solve_options, problem.rhs
+        method = o.method
+        if method == "auto" or method in SCIPY_METHODS:
+            f0 = func(times[0], y0)  # decides create_graph (None until the first call)
+            if method == "auto":  # scipy's state is float64: a float32 state asks for torchdiffeq's arithmetic
+                method = "dopri5" if func.create_graph or y0.dtype != torch.float64 else "scipy_rk45"
+            elif func.create_graph:
+                raise ValueError(
+                    f"method {method!r} (scipy) carries no autograd graph, but logp is to be differentiable (x or "
+                    "a parameter of the score requires grad): use method='dopri5', or call under torch.no_grad()"
+                )
+            func = _FirstCallOnce(func, times[0], y0, f0)
+        options = dict(o.options or {})  # odeint_clamped makes an adaptive last step land on T (step_t)
+        if options.get("norm") == "rms":  # the RMS over the whole flat state (scipy's and the official code's)
+            options["norm"] = _rms_norm if method in ADAPTIVE_METHODS else None
+            options = {k: v for k, v in options.items() if v is not None}
+        elif method in ADAPTIVE_METHODS + ("scipy_rk45",) and "norm" not in options:
+            split = _split_norm if method in ADAPTIVE_METHODS else _split_norm_numpy
+            options = {**options, "norm": split(problem.rhs.n)}
+        sol = odeint_clamped(
+            func,
+            y0,
+            times,
+            lo=self.eps,
+            hi=problem.sde.T,
+            rtol=o.rtol,
+            atol=o.atol,
+            method=method,
+            options=options,
+            on_call=observer.progress_hook(f"log_likelihood[{method}]", float(times[0]), float(times[-1])),
+        )
+        return SampleResult(x=sol.y, nfe=problem.score.nfe, grid=times, info={"method": method})
+
+
+def _rms_norm(r: torch.Tensor) -> torch.Tensor:
+    """The RMS of all error ratios of the flat state (``options={"norm": "rms"}``)."""
+    return torch.linalg.vector_norm(r) / math.sqrt(r.numel())
+
+
+def _split_norm_numpy(n: int) -> Callable:
+    """:func:`_split_norm` for scipy's step-size control (the scaled error estimate as a numpy array)."""
+    import numpy as np
+
+    def norm(r) -> float:
+        return max(float(np.sqrt(np.mean(r[:n] ** 2))), float(np.sqrt(np.mean(r[n:] ** 2))))
+
+    return norm
+
+
+def _solve_augmented(sde, score_fn, x: torch.Tensor, eps: float, div: DivergenceOptions, solve: ODESolveOptions,
+                     progress: bool = False):
+    """(z, Delta, nfe, method): the augmented state at T in ``solve.state_dtype``, z [B, ...] and Delta [B], the
+    score calls and the ODE method used; the score is evaluated in x's dtype. ``div`` is resolved (probes a tensor
+    or None, chunk_size and create_graph decided). The solve is :func:`~score_sde.solvers.driver.run` on an
+    :class:`AugmentedProblem` with the :class:`AugmentedODE` method."""
     state_dtype = solve.state_dtype
     div = replace(div, probes=None if div.probes is None else div.probes.to(state_dtype))
-    func = _AugmentedPFODE(sde, score, div, x.dtype, tuple(x.shape))
+    problem = AugmentedProblem(
+        sde, CountingScore(score_fn), equation="probability_flow", divergence=div, work_dtype=x.dtype,
+        shape=tuple(x.shape),
+    )
     if div.create_graph is False:
         x = x.detach()
     x_state = x.to(state_dtype)
     times = torch.tensor([eps, sde.T], dtype=state_dtype, device=x.device)
-    options = dict(solve.options or {})  # odeint_clamped makes an adaptive last step land on T (step_t)
-    if solve.method in ADAPTIVE_METHODS and "norm" not in options:
-        options = {**options, "norm": _split_norm(func.n)}
-    sol = odeint_clamped(
-        func,
-        torch.cat((x_state.reshape(-1), x_state.new_zeros(x.shape[0]))),
-        times,
-        lo=eps,
-        hi=sde.T,
-        rtol=solve.rtol,
-        atol=solve.atol,
-        method=solve.method,
-        options=options,
-    )
-    z, delta = sol.y[: func.n].view(x.shape), sol.y[func.n :]
-    return z, delta, score.nfe
-
-
+    y0 = torch.cat((x_state.reshape(-1), x_state.new_zeros(x.shape[0])))
+    res = run(problem, AugmentedODE(solve, eps), y0, times, Observer(OutputOptions(progress=progress)))
+    n = problem.rhs.n
+    return res.x[:n].view(x.shape), res.x[n:], res.nfe, res.info["method"]

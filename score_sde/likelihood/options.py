@@ -16,7 +16,9 @@ class ODESolveOptions:
     """How the probability-flow ODE is integrated (torchdiffeq).
 
     Attributes:
-        method: torchdiffeq method, ``"dopri5"`` by default (adaptive; ``scheme="quadrature"`` needs an adaptive one).
+        method: a torchdiffeq method (``"dopri5"`` by default), ``"scipy_rk45"`` / ``"scipy_dop853"``, or ``"auto"``
+            (scipy's RK45 when no graph is needed and the state is float64, else dopri5); ``scheme="quadrature"``
+            needs a torchdiffeq adaptive method (``"auto"`` means dopri5 there).
         rtol, atol: tolerances (> 0) of the adaptive step-size control on the state.
         options: passed to torchdiffeq (``first_step``, ``max_num_steps``, ...; a ``norm`` given here receives the
             error ratios of the flat augmented state ``[x.flatten(), Delta]``, shape [B*D + B]).

@@ -39,6 +39,7 @@ from .driver import AdaptiveMethod, run
 from .grids import make_grid
 from .observer import Observer, OutputOptions, SampleResult
 from .problem import CountingScore, Problem
+from .scipy_ode import SCIPY_METHODS, ScipySolveError, odeint_scipy
 
 ADAPTIVE_METHODS = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
 SAVE_POINTS = 32  # output times of an adaptive solve asked to record / call back without steps= or grid=
@@ -93,10 +94,9 @@ class ODESolution:
 
 
 def _check_method(method: str, options: dict, times: torch.Tensor) -> None:
-    if method not in ADAPTIVE_METHODS + FIXED_METHODS + ("scipy_solver",):
-        raise ValueError(
-            f"unknown ODE method {method!r}; valid methods (torchdiffeq): {sorted(ADAPTIVE_METHODS + FIXED_METHODS)}"
-        )
+    if method not in ADAPTIVE_METHODS + FIXED_METHODS + tuple(SCIPY_METHODS) + ("scipy_solver",):
+        valid = sorted(ADAPTIVE_METHODS + FIXED_METHODS) + sorted(SCIPY_METHODS)
+        raise ValueError(f"unknown ODE method {method!r}; valid methods (torchdiffeq, then scipy): {valid}")
     if method in FIXED_METHODS and "step_size" not in options and "grid_constructor" not in options:
         if times.numel() <= 2:
             raise ValueError(
@@ -131,7 +131,8 @@ def odeint_clamped(
             adaptive first-step selection outside it are clamped. Adaptive methods get
             ``step_t = [times[-1]]`` (unless given) so that their last step ends on the end time.
         rtol, atol: tolerances of adaptive methods (ignored by fixed-step ones).
-        method: any torchdiffeq method (:data:`ADAPTIVE_METHODS`, :data:`FIXED_METHODS`).
+        method: any torchdiffeq method (:data:`ADAPTIVE_METHODS`, :data:`FIXED_METHODS`) or a scipy one
+            (``"scipy_rk45"``, ``"scipy_dop853"``: :mod:`score_sde.solvers.scipy_ode`; a tensor state only).
         options: passed to torchdiffeq (e.g. ``first_step``, ``step_size``, ``max_num_steps``).
         max_nfe: raise :class:`NFEBudgetExceeded` once ``func`` would be called more often.
         on_call: called as ``on_call(t)`` before each evaluation (progress bars).
@@ -173,15 +174,21 @@ def odeint_clamped(
         return out
 
     try:
-        ys = torchdiffeq.odeint(wrapped, y0, times, rtol=rtol, atol=atol, method=method, options=options)
-    except AssertionError as e:
+        if method in SCIPY_METHODS:
+            if isinstance(y0, tuple):
+                raise TypeError(f"method {method!r} (scipy) integrates one tensor state, not a tuple")
+            ys = odeint_scipy(wrapped, y0, times, rtol=rtol, atol=atol, method=method, options=options)
+        else:
+            ys = torchdiffeq.odeint(wrapped, y0, times, rtol=rtol, atol=atol, method=method, options=options)
+    except (AssertionError, ScipySolveError) as e:
         if first_bad:
             why = f"the right-hand side (the score) returned NaN/inf, first at t = {first_bad[0]:.6g}"
         else:
             dt = (y0[0] if isinstance(y0, tuple) else y0).dtype
             why = f"the tolerances rtol = {rtol:g}, atol = {atol:g} may be too tight for {dt}"
+        lib = "scipy" if method in SCIPY_METHODS else "torchdiffeq"
         raise ODESolveError(
-            f"the ODE solve ({method}) failed after {count[0]} evaluations: {why} (torchdiffeq: {e})"
+            f"the ODE solve ({method}) failed after {count[0]} evaluations: {why} ({lib}: {e})"
         ) from None
     y1 = tuple(v[-1] for v in ys) if isinstance(ys, tuple) else ys[-1]
     return ODESolution(y=y1, nfe=count[0], ys=ys, times=times)
@@ -262,7 +269,8 @@ def odeint_pf(
 class AdaptiveOptions:
     """How an adaptive ODE solve runs (``ss.sample(..., sampler="ode", solver=AdaptiveOptions(...))``).
 
-    method: a torchdiffeq method (:data:`ADAPTIVE_METHODS`, :data:`FIXED_METHODS`); rtol, atol: its
+    method: a torchdiffeq method (:data:`ADAPTIVE_METHODS`, :data:`FIXED_METHODS`) or ``"scipy_rk45"`` /
+    ``"scipy_dop853"`` (:mod:`score_sde.solvers.scipy_ode`); rtol, atol: its
     tolerances (finite numbers > 0); options: torchdiffeq's (e.g. ``first_step``, ``step_size``);
     max_nfe: raise :class:`NFEBudgetExceeded` past this many right-hand-side calls.
     """
@@ -274,9 +282,9 @@ class AdaptiveOptions:
     max_nfe: int | None = None
 
     def __post_init__(self):
-        if self.method not in ADAPTIVE_METHODS + FIXED_METHODS + ("scipy_solver",):
-            valid = sorted(ADAPTIVE_METHODS + FIXED_METHODS)
-            raise ValueError(f"unknown ODE method {self.method!r}; valid methods (torchdiffeq): {valid}")
+        if self.method not in ADAPTIVE_METHODS + FIXED_METHODS + tuple(SCIPY_METHODS) + ("scipy_solver",):
+            valid = sorted(ADAPTIVE_METHODS + FIXED_METHODS) + sorted(SCIPY_METHODS)
+            raise ValueError(f"unknown ODE method {self.method!r}; valid methods (torchdiffeq, then scipy): {valid}")
         check_tolerance("rtol", self.rtol)
         check_tolerance("atol", self.atol)
         if self.max_nfe is not None and (not isinstance(self.max_nfe, int) or self.max_nfe < 1):
