@@ -222,7 +222,10 @@ def _grid_png(rows, path, titles=None):
     plt.close(fig)
 
 
-def part_b(fast: bool, results: str = RESULTS) -> dict:
+def part_b(fast: bool, results: str = RESULTS, sizes: dict | None = None) -> dict:
+    """Digits: classifier-free and classifier guidance, the noisy classifier's accuracy against the noise, and
+    inpainting. ``sizes`` overrides the run's sizes (keys ``steps_train``, ``steps_sample``, ``per_class`` >= 10,
+    ``n_in`` >= 10; a smoke test runs the whole part at a size whose numbers mean nothing)."""
     from sklearn.linear_model import LogisticRegression
 
     from score_sde.guidance_cli import build_classifier
@@ -235,9 +238,12 @@ def part_b(fast: bool, results: str = RESULTS) -> dict:
     tr, te = get_dataset("digits", "train"), get_dataset("digits", "test")
     xtr, ytr, xte, yte = tr.data, tr.labels, te.data, te.labels
     sde = ss.VPSDE()
-    steps_train = 600 if fast else 3000
-    steps_sample = 100 if fast else 300
-    per_class = 20 if fast else 50
+    size = dict(steps_train=600, steps_sample=100, per_class=20, n_in=40) if fast else {}
+    size = {**dict(steps_train=3000, steps_sample=300, per_class=50, n_in=100), **size, **(sizes or {})}
+    bad = sorted(set(size) - {"steps_train", "steps_sample", "per_class", "n_in"})
+    if bad or size["per_class"] < 10 or size["n_in"] < 10:
+        raise ValueError(f"sizes: unknown keys {bad} or per_class / n_in below 10 in {size}")
+    steps_train, steps_sample, per_class = size["steps_train"], size["steps_sample"], size["per_class"]
 
     t0 = time.time()
     clean = LogisticRegression(max_iter=3000).fit(xtr.reshape(len(xtr), -1).numpy(), ytr.numpy())
@@ -337,7 +343,7 @@ def part_b(fast: bool, results: str = RESULTS) -> dict:
     }
     _fig13(times, sig, acc_noisy, acc_clean, os.path.join(results, "guidance_classifier_accuracy_vs_noise.png"))
 
-    n_in = 40 if fast else 100
+    n_in = size["n_in"]
     print(f"\nB4. inpainting the lower half of {n_in} held-out digits (unconditional model, {steps_sample} steps)")
     mask = torch.zeros(1, 8, 8, dtype=torch.bool)
     mask[:, :4] = True  # upper half known

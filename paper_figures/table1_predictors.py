@@ -38,7 +38,7 @@ class Config:
     seed: int = 0
 
 
-FAST = dict(steps=10, n=500, n_ref=10000, seeds=(0, 1), train_iters=300)
+FAST = dict(steps=10, n=500, n_ref=10000, seeds=(0, 1), train_iters=100)  # the trained columns: a smoke run
 
 
 def column_kwargs(col: str, predictor: str, steps: int, snr: float) -> dict:

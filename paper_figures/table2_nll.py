@@ -40,7 +40,7 @@ class Config:
     seed: int = 0
 
 
-FAST = dict(dims=(2, 8), n_points=16, tols=(1e-5,), digits_iters=40, digits_test=16, digits_tol=1e-3)
+FAST = dict(dims=(2, 8), n_points=16, tols=(1e-5,), digits_iters=40, digits_test=8, digits_tol=1e-3)
 
 
 def random_mixture(d: int, k: int = 3, seed: int = 0) -> ss.GaussianMixture:

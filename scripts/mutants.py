@@ -160,7 +160,7 @@ MUTANTS: list[Mutant] = [
     # --- flow matching (issue 13) -------------------------------------------------------------
     Mutant("velocity_det_sign", "score_sde/score.py", "det = a * ds - s * da", "det = a * ds + s * da",
            ("tests/test_velocity.py",), "velocity -> eps/x0 with the wrong determinant"),
-    Mutant("flow_matching_weight", "score_sde/training/losses.py", "return sde.g2(t) ** 2 / 4",
+    Mutant("flow_matching_weight", "score_sde/training/weighting.py", "return sde.g2(t) ** 2 / 4",
            "return sde.g2(t) ** 2 / 2", ("tests/test_flow_matching.py",), "flow-matching weight g^4/2"),
     Mutant("straightness_sign", "score_sde/metrics.py", "sq = sum(((d + v) ** 2)", "sq = sum(((d - v) ** 2)",
            ("tests/test_straightness.py",), "straightness against the reversed velocity"),

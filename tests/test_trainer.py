@@ -2,6 +2,7 @@
 
 import csv
 import importlib.util
+import math
 import os
 import shutil
 import signal
@@ -215,7 +216,21 @@ def _load_main_job():
     return mod
 
 
-# about 10-25 s on an idle 2-core machine
+def test_main_job_runs(tmp_path):
+    """The main job end to end at smoke scale (train, two samplers, the ODE NLL, the MMD tests, the PNG); its
+    quality claims are :func:`test_main_job_short` (slow)."""
+    r = _load_main_job().run(
+        out=str(tmp_path), n_iters=5, n_samples=50, n_test=50, overrides=("sampling.steps=10",), verbose=False
+    )
+    assert r["steps"] == 5 and math.isfinite(r["nll_model"]) and math.isfinite(r["nll_gaussian"])
+    assert set(r["tests"]) == {"euler_maruyama", "ode", "gaussian_fit"}
+    assert all(0 < t["p"] <= 1 for t in r["tests"].values()), r["tests"]
+    assert {k: v.shape for k, v in r["samples"].items()} == {"euler_maruyama": (50, 2), "ode": (50, 2)}
+    assert os.path.getsize(r["png"]) > 0
+
+
+# about 10-25 s on an idle 2-core machine (17 s of CPU on one thread): trains 1000 steps for a quality claim
+@pytest.mark.slow
 def test_main_job_short(tmp_path):
     """A short main job: the ODE test NLL beats a fitted Gaussian and samples pass the MMD test."""
     r = _load_main_job().run(

@@ -8,13 +8,11 @@ One optimiser step (official score_sde recipe, Song et al. 2021, App. D):
 3. clip the global gradient norm to ``grad_clip`` (skipped when < 0);
 4. Adam step; EMA update of the weights.
 
-Exact resumption. The data order and the loss's random draws are functions of
-``(seed, step, shard)``: the batch of step k is positions [kB, (k+1)B) of a stream of per-epoch
-permutations, cut into ``world_size * accum_steps`` contiguous shards, and shard j draws its times
-and noise from a generator seeded by (seed, k, j). A checkpoint holds everything else (weights,
-EMA, Adam moments, step, the global RNG states), so a run killed at any point and restarted from its
-last checkpoint ends with bit-identical parameters, and N ranks with accumulation a reproduce one
-process with accumulation N·a on the same global batch (up to the order of floating-point sums).
+Exact resumption. The data order and the loss's random draws are functions of ``(seed, step, shard)``
+(:class:`~score_sde.training.batches.BatchStream`); a checkpoint holds everything else (weights, EMA, Adam
+moments, step, the global RNG states), so a run killed at any point and restarted from its last checkpoint
+ends with bit-identical parameters, and N ranks with accumulation a reproduce one process with accumulation
+N·a on the same global batch (up to the order of floating-point sums).
 
 A workdir holds ``config.yaml``, ``checkpoints/checkpoint_<step>.pt`` (atomic), ``metrics.csv``,
 ``samples/`` (PNG grids) and, when the ``tensorboard`` package is installed, ``tensorboard/``.
@@ -27,9 +25,11 @@ parameter stops training with :class:`~score_sde.training.guards.TrainingDiverge
 checkpoint of it is written; a resume whose config changes the model or the SDE is refused unless
 ``allow_config_change=True`` (``--allow-config-change``).
 
-The objects built from a config live in :mod:`score_sde.training.builders`, the services on a trained
-model and its workdir (sampling, NLL, PNGs, :func:`load_workdir`) in :mod:`score_sde.training.services`;
-both stay importable from here.
+Pieces in their own modules: the data stream (:mod:`~score_sde.training.batches`), Adam, warmup and clipping
+(:mod:`~score_sde.training.optim`), metrics.csv and TensorBoard (:mod:`~score_sde.training.train_log`), the
+objects built from a config (:mod:`~score_sde.training.builders`) and the services on a trained model and its
+workdir (sampling, NLL, PNGs, :func:`load_workdir`; :mod:`~score_sde.training.services`); the names the old
+single module defined stay importable from here.
 """
 
 from __future__ import annotations
@@ -41,8 +41,8 @@ from collections.abc import Callable
 
 import torch
 
-from ..guidance import drop_condition
 from ..score import ScoreModel
+from .batches import BatchStream
 from .builders import (  # noqa: F401  (the old import path)
     IMAGE_NETS,
     _label_scale,
@@ -67,6 +67,7 @@ from .config import SDE_KINDS, Config, save_config, validate
 from .distributed import DistContext, all_reduce_mean, barrier, wrap_ddp
 from .ema import ExponentialMovingAverage, default_ema_rate
 from .guards import DivergenceGuard, check_batch_fits, check_resume_config, load_weights
+from .optim import build_optimizer, clip_grad_norm, warmup_lr
 from .services import (  # noqa: F401  (the old import path)
     evaluate_nll,
     image_grid,
@@ -76,24 +77,8 @@ from .services import (  # noqa: F401  (the old import path)
     sampler_options,
     save_samples,
 )
-from .workdir import LauncherWatch, MetricsLog, WorkdirLock, remove_stale_temps, under_torchrun
-
-METRIC_FIELDS = ("step", "time_s", "loss", "lr", "grad_norm", "steps_per_s", "eval_nll", "eval_bpd")
-
-
-def clip_grad_norm(params: list[torch.Tensor], max_norm: float) -> torch.Tensor:
-    """Scale the gradients so that their global 2-norm is at most ``max_norm``; returns the norm before.
-
-    The rule of ``torch.nn.utils.clip_grad_norm_`` (factor min(1, max_norm / (norm + 1e-6))) in four
-    foreach kernels, without its per-call grouping overhead.
-    """
-    grads = [p.grad for p in params if p.grad is not None]
-    if not grads:
-        return torch.zeros(())
-    norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
-    torch._foreach_mul_(grads, torch.clamp(max_norm / (norm + 1e-6), max=1.0))
-    return norm
-
+from .train_log import METRIC_FIELDS, TrainLog  # noqa: F401  (the old import path of METRIC_FIELDS)
+from .workdir import LauncherWatch, WorkdirLock, remove_stale_temps, under_torchrun
 
 # ---------------------------------------------------------------------------------------------
 # the trainer
@@ -137,51 +122,24 @@ class Trainer:
         if self.dist.distributed and self.device.type == "cuda" and self.device.index is None:
             self.device = torch.device("cuda", self.dist.local_rank)
         self.dtype = getattr(torch, t.dtype)
-        self.n_shards = self.dist.world_size * t.accum_steps
-        if t.batch_size % self.n_shards:
-            raise ValueError(
-                f"config key 'training.batch_size' = {t.batch_size} does not split over "
-                f"{self.dist.world_size} ranks x {t.accum_steps} accumulation steps"
-            )
-        self.micro = t.batch_size // self.n_shards
         self.allow_config_change = allow_config_change
-
-        d = config.data
-        self.train_set = load_split(config, "train", dtype=self.dtype)
-        self.data = self.train_set.data.to(self.device, self.dtype)
-        self.levels = None
-        if d.uniform_dequantization:
-            if self.train_set.quantized is None or self.train_set.scaling is None:
-                raise ValueError(
-                    f"config key 'data.uniform_dequantization' needs discrete data; {d.dataset!r} is continuous"
-                )
-            self.levels = self.train_set.quantized.to(self.device)
-        self.labels = None
-        if config.model.num_classes and self.train_set.labels is not None:
-            self.labels = torch.as_tensor(self.train_set.labels).to(self.device)
-        self.shape = tuple(self.data.shape[1:])
-        self.is_image = len(self.shape) == 3
-        check_batch_fits(config, self.shape, self.micro, self.device, self.dtype)
+        self.batches = b = BatchStream(config, self.dist, self.device, self.dtype)  # checks the batch split
+        self.train_set, self.data, self.labels, self.shape = b.train_set, b.data, b.labels, b.shape
+        check_batch_fits(config, self.shape, b.micro, self.device, self.dtype)
         self.sde = build_sde(config)
         torch.manual_seed(t.seed)  # same initial weights on every rank
         self.net = build_network(config.model, self.shape).to(self.device, self.dtype)  # float32 init draws
         self.ddp_net = wrap_ddp(self.net, self.dist)
-        self.model = ScoreModel(
-            self.ddp_net, self.sde, prediction=config.model.prediction, time_labels=config.model.time_labels
-        )
-        self.eval_model = ScoreModel(
-            self.net, self.sde, prediction=config.model.prediction, time_labels=config.model.time_labels
-        )
+        param = dict(prediction=config.model.prediction, time_labels=config.model.time_labels)
+        self.model = ScoreModel(self.ddp_net, self.sde, **param)  # trains through DDP's gradient averaging
+        self.eval_model = ScoreModel(self.net, self.sde, **param)
         self.params = [p for p in self.net.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.Adam(  # foreach: one kernel per update for all tensors (also on CPU)
-            self.params, lr=t.lr, betas=(t.beta1, t.beta2), eps=t.adam_eps, weight_decay=t.weight_decay, foreach=True
-        )
+        self.optimizer = build_optimizer(self.params, t)
         self.ema_rate = t.ema_rate if t.ema_rate is not None else default_ema_rate(SDE_KINDS[config.sde.kind])
         self.ema = ExponentialMovingAverage(self.net, self.ema_rate)
         self.loss_fn = build_loss(config)
         self.step = 0
-        self._perm_epoch, self._perm = -1, None
-        self._writer = None
+        self._log_files = None  # a TrainLog while fit() runs (rank 0 with a workdir)
         self._eval_cache: dict = {}
         self._window = torch.zeros((), device=self.device, dtype=self.dtype)  # the running loss window
         self._n_window = 0  # (steps since the last logged row): part of the checkpoint
@@ -215,55 +173,23 @@ class Trainer:
         if self._lock is not None:
             self._lock.release()
 
-    # -- data -----------------------------------------------------------------------------------
-    def _epoch_perm(self, epoch: int) -> torch.Tensor:
-        if epoch != self._perm_epoch:
-            g = torch.Generator().manual_seed(_mix_seed(self.cfg.training.seed, 7, epoch))
-            self._perm = torch.randperm(self.data.shape[0], generator=g).to(self.device)
-            self._perm_epoch = epoch
-        return self._perm
-
+    # -- data (:class:`~score_sde.training.batches.BatchStream`) ------------------------------------
     def batch_indices(self, step: int) -> torch.Tensor:
-        """Indices of the global batch of ``step``: positions [kB, (k+1)B) of the epoch stream."""
-        n, B = self.data.shape[0], self.cfg.training.batch_size
-        start = step * B
-        out, pos = [], start
-        while pos < start + B:
-            epoch, off = divmod(pos, n)
-            take = min(n - off, start + B - pos)
-            out.append(self._epoch_perm(epoch)[off : off + take])
-            pos += take
-        return torch.cat(out)
+        """Indices [B] of the global batch of ``step``."""
+        return self.batches.batch_indices(step)
 
     def shard_generator(self, step: int, shard: int) -> torch.Generator:
-        """The generator of the loss's draws (times, noise, flips) for one shard of one step."""
-        g = torch.Generator(device=self.device)
-        return g.manual_seed(_mix_seed(self.cfg.training.seed, step, shard))
+        """The generator of the draws of one shard of one step."""
+        return self.batches.shard_generator(step, shard)
 
     def micro_batch(self, step: int, micro: int):
         """(x0, cond, generator) of this rank's ``micro``-th micro-batch of ``step``."""
-        shard = self.dist.rank * self.cfg.training.accum_steps + micro
-        idx = self.batch_indices(step)[shard * self.micro : (shard + 1) * self.micro]
-        g = self.shard_generator(step, shard)
-        if self.levels is None:
-            x0 = self.data[idx]
-        else:  # uniform dequantization: x = a (n + u) / K + b
-            sc = self.train_set.scaling
-            u = torch.rand(idx.shape[0], *self.shape, generator=g, device=self.device, dtype=self.dtype)
-            x0 = sc.to_model((self.levels[idx].to(self.dtype) + u) / sc.levels)
-        if self.cfg.data.random_flip and self.is_image:
-            flip = torch.rand(x0.shape[0], generator=g, device=self.device) < 0.5
-            x0 = torch.where(flip.view(-1, 1, 1, 1), x0.flip(-1), x0)
-        cond = self.labels[idx] if self.labels is not None else None
-        if cond is not None and self.cfg.training.cond_drop > 0:  # classifier-free guidance training
-            cond = drop_condition(cond, self.cfg.training.cond_drop, null_label=self.cfg.model.num_classes, generator=g)
-        return x0, cond, g
+        return self.batches.micro_batch(step, micro)
 
     # -- one step -------------------------------------------------------------------------------
     def lr_at(self, step: int) -> float:
         """Linear warmup to ``training.lr`` over ``training.warmup`` steps (step counted from 0)."""
-        t = self.cfg.training
-        return t.lr * min(1.0, (step + 1) / t.warmup) if t.warmup > 0 else t.lr
+        return warmup_lr(step, self.cfg.training.lr, self.cfg.training.warmup)
 
     def train_step(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """One optimiser step at ``self.step``; returns (loss of this rank, gradient norm)."""
@@ -351,32 +277,17 @@ class Trainer:
         self.load_state_dict(state)
 
     # -- logging --------------------------------------------------------------------------------
-    def _metrics_path(self) -> str:
-        return os.path.join(self.workdir, "metrics.csv")
-
     def _open_logs(self) -> None:
         """Write config.yaml (atomically), keep the metrics rows up to the resumed step, open TensorBoard."""
         if self.workdir is None or not self.dist.is_main:
             return
         self._take_workdir()  # held since construction unless fit() ran before
         save_config(self.cfg, os.path.join(self.workdir, "config.yaml"))
-        self._metrics = MetricsLog(self._metrics_path(), METRIC_FIELDS)
-        self._metrics.open(keep_through=self.step)
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self._writer = SummaryWriter(os.path.join(self.workdir, "tensorboard"), purge_step=self.step)
-        except ImportError:  # tensorboard not installed
-            self._writer = None
+        self._log_files = TrainLog(self.workdir, self.step)
 
     def _log(self, row: dict) -> None:
-        if self.workdir is None or not self.dist.is_main:
-            return
-        self._metrics.append(row)
-        if self._writer is not None:
-            for k, v in row.items():
-                if k != "step" and v != "" and v is not None:
-                    self._writer.add_scalar(k, v, row["step"])
+        if self._log_files is not None:
+            self._log_files.append(row)
 
     # -- evaluation -----------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -435,9 +346,9 @@ class Trainer:
         try:
             return self._fit(n_iters)
         finally:
-            if self._writer is not None:
-                self._writer.close()
-                self._writer = None
+            if self._log_files is not None:
+                self._log_files.close()
+                self._log_files = None
             self.close()
 
     def _fit(self, n_iters: int | None) -> dict:
@@ -498,7 +409,6 @@ class Trainer:
             "steps_per_s": (self.step - step0) / wall if wall > 0 else 0.0,
             **{k: v for k, v in last.items() if k not in ("step", "time_s")},
         }
-
 
 
 __all__ = [
