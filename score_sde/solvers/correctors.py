@@ -15,7 +15,7 @@ from .registry import CORRECTORS, register_corrector  # noqa: F401  (their home 
 def _norm(v: torch.Tensor, per_sample: bool) -> torch.Tensor:
     """Per-sample L2 norms over the non-batch dims, [B]; with per_sample=False their batch mean
     (the official code), a 0-d tensor."""
-    n = torch.linalg.vector_norm(v.reshape(v.shape[0], -1), dim=-1)
+    n = torch.linalg.vector_norm(v if v.ndim == 2 else v.reshape(v.shape[0], -1), dim=-1)
     return n if per_sample else n.mean()
 
 

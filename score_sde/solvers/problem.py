@@ -29,22 +29,24 @@ import torch
 
 from ..score import convert
 from ..sde.base import LinearSDE
-from ..utils import Generator, randn_like
+from ..utils import Generator, ScoreGuard, randn_like
 from .coefficients import GridCoefficients, chain_table
 
 EQUATIONS = ("reverse_sde", "probability_flow")
 
 
 class CountingScore:
-    """Wrap ``score_fn(x, t[, cond])`` and count its calls (network function evaluations)."""
+    """Wrap ``score_fn(x, t[, cond])`` and count its calls (network function evaluations); the output's
+    shape is checked here unless ``score_fn`` is a :class:`~score_sde.utils.ScoreGuard`, which checks it."""
 
     def __init__(self, score_fn: Callable, cond: Any = None):
         self.fn, self.cond, self.nfe = score_fn, cond, 0
+        self._checked = isinstance(score_fn, ScoreGuard)
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         self.nfe += 1
         out = self.fn(x, t) if self.cond is None else self.fn(x, t, self.cond)
-        if out.shape != x.shape:
+        if not self._checked and out.shape != x.shape:
             raise ValueError(f"score_fn returned shape {tuple(out.shape)} for x of shape {tuple(x.shape)}")
         return out
 
@@ -101,9 +103,10 @@ class Problem:
     def time_at(self, i: int | None, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """``grid[i]`` (= ``t``) as a [B] tensor in x's dtype, cached by the driver (no per-step allocation);
         ``i = None`` (a step called outside a run): ``t`` as a fresh [B] tensor."""
-        tv = self.tvecs
-        if tv is not None and i is not None and tv[i].shape[0] == x.shape[0]:
-            return tv[i]
+        if self.tvecs is not None and i is not None:
+            tv = self.tvecs[i]
+            if tv.shape[0] == x.shape[0]:
+                return tv
         return self.tvec(t, x)
 
     def set_grid(self, grid: torch.Tensor, x: torch.Tensor) -> None:
