@@ -38,11 +38,6 @@ def chain_coefficients(problem: Problem, t: torch.Tensor, i: int | None) -> tupl
     return problem.chain_coefficients(t, i)
 
 
-def _x0(problem: Problem, x: torch.Tensor, tv: torch.Tensor, s: torch.Tensor) -> torch.Tensor | None:
-    """Tweedie's x_0 estimate of a step's score call, formed only when the observer asks for it."""
-    return problem.tweedie(x, tv, s) if problem.observed else None
-
-
 class NonePredictor(Stepper):
     """Leaves x unchanged (corrector-only sampling, Table 1's "C")."""
 
@@ -65,9 +60,10 @@ class EulerMaruyama(Stepper):
         s = problem.score(x, tv)
         dt, g2 = c.dt[k], c.g2[k]
         mean = x * (1.0 + c.f[k] * dt) - (g2 * dt) * s
+        x0 = problem.tweedie(x, tv, s) if problem.observed else None
         if last:
-            return StepOutput(mean, mean, x0=_x0(problem, x, tv, s))
-        return StepOutput(mean + math.sqrt(-g2 * dt) * problem.randn_like(x), mean, x0=_x0(problem, x, tv, s))
+            return StepOutput(mean, mean, x0)
+        return StepOutput(mean + math.sqrt(-g2 * dt) * problem.randn_like(x), mean, x0)
 
 
 class ReverseDiffusion(Stepper):
@@ -103,9 +99,10 @@ class ReverseDiffusion(Stepper):
             c, k = problem.coefficients(t, t_next, i)
             mean = x * (2.0 - c.a[k]) + c.G2[k] * s
             noise_std = c.sqrt_G2[k]
+        x0 = problem.tweedie(x, tv, s) if problem.observed else None
         if last:
-            return StepOutput(mean, mean, x0=_x0(problem, x, tv, s))
-        return StepOutput(mean + noise_std * problem.randn_like(x), mean, x0=_x0(problem, x, tv, s))
+            return StepOutput(mean, mean, x0)
+        return StepOutput(mean + noise_std * problem.randn_like(x), mean, x0)
 
 
 class ProbabilityFlowPredictor(Stepper):
@@ -119,7 +116,7 @@ class ProbabilityFlowPredictor(Stepper):
         tv = problem.time_at(i, t, x)
         s = problem.score(x, tv)
         x_new = x * (2.0 - c.a[k]) + (0.5 * c.G2[k]) * s
-        return StepOutput(x_new, x_new, x0=_x0(problem, x, tv, s))
+        return StepOutput(x_new, x_new, problem.tweedie(x, tv, s) if problem.observed else None)
 
 
 class AncestralSampling(Stepper):
@@ -190,6 +187,8 @@ class AncestralSampling(Stepper):
             mean = x + G2 * s
         else:
             mean = (x + G2 * s) / c.a[k]
+        if x0 is None and problem.observed:
+            x0 = problem.tweedie(x, tv, s)
         if last:
-            return StepOutput(mean, mean, x0=x0 if x0 is not None else _x0(problem, x, tv, s))
-        return StepOutput(mean + std * problem.randn_like(x), mean, x0=x0 if x0 is not None else _x0(problem, x, tv, s))
+            return StepOutput(mean, mean, x0)
+        return StepOutput(mean + std * problem.randn_like(x), mean, x0)
