@@ -78,6 +78,7 @@ class Problem:
     _state: dict | None = field(default=None, repr=False)
     _tables: dict | None = field(default=None, repr=False)  # per_step's tables of this run, by rule
     _scalar_dtype: torch.dtype | None = field(default=None, repr=False)  # their 0-d tensors' dtype (None: floats)
+    _cpu_generator: torch.Generator | None = field(default=None, repr=False)  # the generator, known to be a CPU one
 
     def __post_init__(self):
         if self.equation not in EQUATIONS:
@@ -97,7 +98,13 @@ class Problem:
 
     # -- random numbers and times ----------------------------------------------------------------
     def randn_like(self, x: torch.Tensor) -> torch.Tensor:
-        return randn_like(x, self.generator)
+        """Standard normal draws like x from the problem's generator(s) (:func:`score_sde.utils.randn_like`)."""
+        g = self.generator
+        if g is not None and g is self._cpu_generator and x.is_cpu:  # the common case, drawn directly
+            return torch.randn(x.shape, generator=g, dtype=x.dtype)
+        if isinstance(g, torch.Generator) and g.device.type == "cpu":
+            self._cpu_generator = g
+        return randn_like(x, g)
 
     def tvec(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """A time as a [B] tensor in x's dtype."""
