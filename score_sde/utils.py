@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 Generator = torch.Generator | Sequence[torch.Generator] | None
+_HALF = (torch.float16, torch.bfloat16)
 
 
 def bcast(v: torch.Tensor | float, x: torch.Tensor) -> torch.Tensor:
@@ -94,9 +95,64 @@ class NonFiniteScoreWarning(RuntimeWarning):
     """A sampler or the likelihood met a score (or produced a result) holding NaN or infinity."""
 
 
-class ScoreGuard:
-    """Wrap ``score_fn(x, t[, cond])``: check its output's type and shape at every call and keep, without a
-    sync per call, the sum of each output (NaN/inf anywhere in an output makes its sum non-finite).
+class FiniteWatch:
+    """Notes, at almost no cost, whether tensors handed to :meth:`see` held NaN/inf, and the first time one did.
+
+    NaN/inf anywhere in a tensor makes its sum non-finite. A sum on the CPU is read at once (no sync; only the
+    first non-finite one and its time are kept); on an accelerator the sums are kept as tensors and read in
+    one sync by :meth:`first_bad`.
+    """
+
+    def __init__(self):
+        self.calls = 0
+        self._first: int | None = None  # index of the first non-finite tensor seen
+        self._first_t = None  # and its time
+        self._pending: list = []  # (index, sum, time) of tensors not on the CPU, not read yet
+
+    def see(self, out: torch.Tensor, t) -> None:
+        """Note whether ``out`` (any shape) holds NaN/inf, at time ``t`` (a number or a tensor of times)."""
+        i = self.calls
+        self.calls = i + 1
+        if self._first is not None:  # the first non-finite one is known: nothing left to find
+            return
+        v = out.detach() if out.requires_grad else out
+        total = v.sum(dtype=torch.float32) if v.dtype in _HALF else v.sum()
+        if v.is_cpu:
+            try:
+                finite = math.isfinite(total.item())
+            except RuntimeError:  # no value to read here (e.g. inside a function transform): read it at the end
+                self._pending.append((i, total, t))
+                return
+            if not finite:
+                self._first, self._first_t = i, t
+        else:
+            self._pending.append((i, total, t))
+
+    def first_bad(self) -> int | None:
+        """Index of the first tensor seen that held NaN/inf (one sync for the sums not read yet), or None."""
+        if self._pending:
+            pending, self._pending = self._pending, []
+            try:
+                sums = torch.stack([s for _, s, _ in pending])
+            except RuntimeError:  # tensors of several dtypes or devices
+                sums = torch.stack([s.to("cpu", torch.float64) for _, s, _ in pending])
+            bad = ~torch.isfinite(sums)
+            if bool(bad.any()):
+                i, _, t = pending[int(bad.nonzero()[0])]
+                if self._first is None or i < self._first:
+                    self._first, self._first_t = i, t
+        return self._first
+
+    def first_time(self) -> float | None:
+        """The time of the first non-finite tensor seen (the first entry of a tensor of times), or None."""
+        if self.first_bad() is None:
+            return None
+        return float(torch.as_tensor(self._first_t).detach().reshape(-1)[0])
+
+
+class ScoreGuard(FiniteWatch):
+    """Wrap ``score_fn(x, t[, cond])``: check its output's type and shape at every call and note, at almost no
+    cost, whether it held NaN/inf (:class:`FiniteWatch`: no sync per call).
 
     :meth:`report` (once, at the end of a solve) emits one :class:`NonFiniteScoreWarning` naming the first
     time the score was not finite and how many samples of the result are not; it also warns when the result
@@ -104,28 +160,36 @@ class ScoreGuard:
     """
 
     def __init__(self, score_fn: Callable, where: str):
+        super().__init__()
         self.fn, self.where = score_fn, where
-        self._sums: list[torch.Tensor] = []
-        self._times: list = []
-        self._first: int | None = None
 
     def __call__(self, x: torch.Tensor, t, *args):
         return self._keep(self.fn(x, t, *args), x, t)
 
     def _keep(self, out, x: torch.Tensor, t):
-        """Check one output (a tensor shaped like x) and keep its sum and time; returns it."""
-        if not torch.is_tensor(out):
+        """Check one output (a tensor shaped like x) and note whether it held NaN/inf; returns it."""
+        if not isinstance(out, torch.Tensor):
             raise TypeError(f"score_fn must return a tensor; got {type(out).__name__}")
         if out.shape != x.shape:
             raise ValueError(f"score_fn returned shape {tuple(out.shape)} for x of shape {tuple(x.shape)}")
-        half = out.dtype in (torch.float16, torch.bfloat16)
-        self._sums.append(out.detach().sum(dtype=torch.float32 if half else None))
-        self._times.append(t.detach() if torch.is_tensor(t) else t)
+        if self._first is None and out.is_cpu and not out.requires_grad and out.dtype not in _HALF:
+            # see(out, t) for the common case written out: it runs once per score call
+            i = self.calls
+            self.calls = i + 1
+            try:
+                finite = math.isfinite(out.sum().item())
+            except RuntimeError:
+                self._pending.append((i, out.sum(), t))
+                return out
+            if not finite:
+                self._first, self._first_t = i, t
+        else:
+            self.see(out, t)
         return out
 
     def native_prediction(self):
         """The wrapped model's own prediction ``(raw, sde)`` (``score_fn.native_prediction()``, e.g. a
-        :class:`~score_sde.score.ScoreModel`'s), its outputs checked and kept like the score's; None when
+        :class:`~score_sde.score.ScoreModel`'s), its outputs checked and watched like the score's; None when
         ``score_fn`` has none (:mod:`score_sde.solvers.denoiser`)."""
         get = getattr(self.fn, "native_prediction", None)
         found = get() if callable(get) else None
@@ -139,27 +203,15 @@ class ScoreGuard:
 
         return guarded, sde
 
-    def _first_bad(self) -> int | None:
-        """Index of the first call whose output held NaN/inf (one sync for all calls so far)."""
-        if self._first is None and self._sums:
-            try:
-                sums = torch.stack(self._sums)
-            except RuntimeError:  # outputs of several dtypes or devices
-                sums = torch.stack([s.to("cpu", torch.float64) for s in self._sums])
-            bad = ~torch.isfinite(sums)
-            if bool(bad.any()):
-                self._first = int(bad.nonzero()[0])
-        return self._first
-
     @property
     def nonfinite(self) -> bool:
-        return self._first_bad() is not None
+        return self.first_bad() is not None
 
     def message(self) -> str | None:
-        i = self._first_bad()
+        i = self.first_bad()
         if i is None:
             return None
-        t = float(torch.as_tensor(self._times[i]).detach().reshape(-1)[0])
+        t = self.first_time()
         return f"{self.where}: the score returned NaN/inf (first at t = {t:.6g}, evaluation {i + 1})"
 
     def report(self, result: torch.Tensor | None = None, stacklevel: int = 3) -> None:

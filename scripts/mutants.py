@@ -92,8 +92,8 @@ MUTANTS: list[Mutant] = [
     # --- noise x 0.95 in every other stochastic sampler ----------------------------------------
     noise("ancestral", P, "mean + std * problem.randn_like(x)", "mean + 0.95 * std * problem.randn_like(x)",
           "ancestral"),
-    noise("euler_maruyama", P, "mean + math.sqrt(-g2 * dt) * problem.randn_like(x)",
-          "mean + 0.95 * math.sqrt(-g2 * dt) * problem.randn_like(x)", "euler_maruyama"),
+    noise("euler_maruyama", P, "mean + diffusion * problem.randn_like(x)",
+          "mean + 0.95 * diffusion * problem.randn_like(x)", "euler_maruyama"),
     noise("langevin", C, "x = mean + bcast(torch.sqrt(2 * step), x) * z",
           "x = mean + 0.95 * bcast(torch.sqrt(2 * step), x) * z", "pc", "langevin"),
     noise("annealed_langevin", C, "x = mean + noise * z", "x = mean + 0.95 * noise * z", "pc/annealed_langevin",
@@ -109,8 +109,8 @@ MUTANTS: list[Mutant] = [
     noise("restart", EDM, "xt = xt + math.sqrt(s_hi**2 - s_lo**2) * problem.randn_like(xt)",
           "xt = xt + 0.95 * math.sqrt(s_hi**2 - s_lo**2) * problem.randn_like(xt)", "restart"),
     # --- further bugs of the same kind ---------------------------------------------------------
-    Mutant("pf_predictor_0.52", P, "x_new = x * (2.0 - c.a[k]) + (0.5 * c.G2[k]) * s",
-           "x_new = x * (2.0 - c.a[k]) + (0.52 * c.G2[k]) * s", ("tests/test_samplers.py", "tests/test_orders.py"),
+    Mutant("pf_predictor_0.52", P, "return 2.0 - c.a[k], 0.5 * c.G2[k]",
+           "return 2.0 - c.a[k], 0.52 * c.G2[k]", ("tests/test_samplers.py", "tests/test_orders.py"),
            "fixed-step probability flow with 0.52 G^2"),
     Mutant("transition_G2", COEF, "G2 = sde.sigma(t) ** 2 - a * a * sde.sigma(t_next) ** 2",
            "G2 = sde.sigma(t) ** 2 - a * sde.sigma(t_next) ** 2", ("tests/test_ddpm_equivalence.py",

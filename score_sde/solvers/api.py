@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import weakref
 from collections.abc import Callable
 
 import torch
@@ -35,8 +36,25 @@ def _pick(table: dict, kind: str, name) -> type:
     return table[name]
 
 
-def _factory_params(factory) -> set[str] | None:
-    """Keyword names ``factory`` accepts (None: it takes ``**kwargs`` or cannot be inspected)."""
+def _factory_params(factory) -> frozenset[str] | None:
+    """Keyword names ``factory`` accepts (None: it takes ``**kwargs`` or cannot be inspected); remembered per
+    factory (reading a signature costs more than a short sampling run's own overhead)."""
+    try:
+        return _SIGNATURES[factory]
+    except (KeyError, TypeError):  # not seen yet, or not weakly referable / hashable
+        pass
+    names = _signature_names(factory)
+    try:
+        _SIGNATURES[factory] = names
+    except TypeError:
+        pass
+    return names
+
+
+_SIGNATURES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _signature_names(factory) -> frozenset[str] | None:
     try:
         params = inspect.signature(factory).parameters
     except (TypeError, ValueError):
@@ -44,7 +62,7 @@ def _factory_params(factory) -> set[str] | None:
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return None
     kinds = (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-    return {n for n, p in params.items() if p.kind in kinds}
+    return frozenset(n for n, p in params.items() if p.kind in kinds)
 
 
 def _build_pc(

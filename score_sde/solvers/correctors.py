@@ -15,7 +15,7 @@ from .registry import CORRECTORS, register_corrector  # noqa: F401  (their home 
 def _norm(v: torch.Tensor, per_sample: bool) -> torch.Tensor:
     """Per-sample L2 norms over the non-batch dims, [B]; with per_sample=False their batch mean
     (the official code), a 0-d tensor."""
-    n = torch.linalg.vector_norm(v.reshape(v.shape[0], -1), dim=-1)
+    n = torch.linalg.vector_norm(v if v.ndim == 2 else v.reshape(v.shape[0], -1), dim=-1)
     return n if per_sample else n.mean()
 
 
@@ -60,13 +60,17 @@ class LangevinCorrector(Stepper):
         self.snr, self.n_steps, self.per_sample = float(snr), n_steps, bool(per_sample)
         self.nfe_per_step = n_steps
 
-    def correct(self, problem: Problem, x, t, t_next, i: int | None = None):
-        """Run the corrector at grid time t (= problem.grid[i] inside the loop); returns (x, x_mean)."""
+    def scalars(self, problem: Problem, t, t_next, i) -> tuple[float]:
+        """(2 a_i r^2,) at the step's time (:meth:`Problem.per_step`)."""
         c, k = problem.coefficients(t, t_next, i)
         ai = c.a[k] * c.a[k]
+        return (2 * ai * self.snr**2,)
+
+    def correct(self, problem: Problem, x, t, t_next, i: int | None = None):
+        """Run the corrector at grid time t (= problem.grid[i] inside the loop); returns (x, x_mean)."""
+        (scale,) = problem.per_step(self.scalars, t, t_next, i, x)
         tv = problem.time_at(i, t, x)
         mean = x
-        scale = 2 * ai * self.snr**2
         for _ in range(self.n_steps):
             s = problem.score(x, tv)
             z = problem.randn_like(x)
@@ -86,10 +90,14 @@ class AnnealedLangevinCorrector(LangevinCorrector):
 
     name = "annealed_langevin"
 
-    def correct(self, problem: Problem, x, t, t_next, i: int | None = None):
+    def scalars(self, problem: Problem, t, t_next, i) -> tuple[float, float]:
+        """(eps, sqrt(2 eps)) at the step's time (:meth:`Problem.per_step`)."""
         c, k = problem.coefficients(t, t_next, i)
         step = 2 * c.a[k] * c.a[k] * (self.snr * c.sigma[k]) ** 2
-        noise = math.sqrt(2 * step)
+        return step, math.sqrt(2 * step)
+
+    def correct(self, problem: Problem, x, t, t_next, i: int | None = None):
+        step, noise = problem.per_step(self.scalars, t, t_next, i, x)
         tv = problem.time_at(i, t, x)
         mean = x
         for _ in range(self.n_steps):

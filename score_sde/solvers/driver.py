@@ -62,8 +62,14 @@ def _run_grid(problem: Problem, stepper: Stepper, x: torch.Tensor, grid: torch.T
     last_i = steps - 1 if denoise else -1
     watch = obs.watching or obs.output.progress
     mean = x
+    # a stateless stepper (Stepper.advance not overridden) is called at its rule, step(), directly
+    step = stepper.step if type(stepper).advance is Stepper.advance else None
+    advance = stepper.advance
     for i in obs.steps(steps, stepper.name):
-        out, state = stepper.advance(problem, state, x, ts[i], ts[i + 1], i, i == last_i)
+        if step is not None:
+            out = step(problem, x, ts[i], ts[i + 1], i, i == last_i)
+        else:
+            out, state = advance(problem, state, x, ts[i], ts[i + 1], i, i == last_i)
         x, mean = out.x, out.mean
         if watch:
             obs.step(i, ts[i + 1], x, out.x0)

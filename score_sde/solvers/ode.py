@@ -34,7 +34,7 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from ..sde.base import LinearSDE
-from ..utils import ScoreGuard, check_ode_dtype, check_tolerance
+from ..utils import FiniteWatch, ScoreGuard, check_ode_dtype, check_tolerance
 from .driver import AdaptiveMethod, run
 from .grids import make_grid
 from .observer import Observer, OutputOptions, SampleResult
@@ -55,11 +55,6 @@ class ODESolveError(RuntimeError):
     a right-hand side (score) that returned NaN/inf, or tolerances the dtype can not meet."""
 
 
-def _nonfinite(y) -> bool:
-    ys = y if isinstance(y, tuple) else (y,)
-    return any(torch.is_tensor(v) and not bool(torch.isfinite(v.detach()).all()) for v in ys)
-
-
 def probability_flow_drift(sde: LinearSDE, score_fn: Callable) -> Callable:
     """The right-hand side of the probability-flow ODE (eq. 13) as ``rhs(t, x)``.
 
@@ -74,9 +69,10 @@ def probability_flow_drift(sde: LinearSDE, score_fn: Callable) -> Callable:
     """
 
     def rhs(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        t = torch.as_tensor(t, dtype=torch.float64)
-        tv = t.to(device=x.device, dtype=x.dtype).expand(x.shape[0])
-        return sde.reverse_drift(x, t, score_fn(x, tv))
+        t64 = torch.as_tensor(t, dtype=torch.float64)
+        # the score's time in x's dtype, straight from t (a float32 t read through float64 is the same number)
+        tv = (t if torch.is_tensor(t) else t64).to(device=x.device, dtype=x.dtype).expand(x.shape[0])
+        return sde.reverse_drift(x, t64, score_fn(x, tv))
 
     return rhs
 
@@ -118,6 +114,7 @@ def odeint_clamped(
     options: dict | None = None,
     max_nfe: int | None = None,
     on_call: Callable | None = None,
+    watch: FiniteWatch | None = None,
 ) -> ODESolution:
     """Run ``torchdiffeq.odeint(func, y0, times)`` with the time kept in ``[lo, hi]`` and NFE counted.
 
@@ -136,6 +133,10 @@ def odeint_clamped(
         options: passed to torchdiffeq (e.g. ``first_step``, ``step_size``, ``max_num_steps``).
         max_nfe: raise :class:`NFEBudgetExceeded` once ``func`` would be called more often.
         on_call: called as ``on_call(t)`` before each evaluation (progress bars).
+        watch: where the caller already watches the values inside ``func`` for NaN/inf (a
+            :class:`~score_sde.utils.ScoreGuard` on the score), that watch; it then names the first non-finite
+            time of a failed solve and ``func``'s outputs are not checked again (by default each output is
+            checked, :class:`~score_sde.utils.FiniteWatch`, without a sync per call).
     Returns:
         :class:`ODESolution` with ``y`` at ``times[-1]``, ``ys`` at all ``times`` and ``nfe``.
     Raises:
@@ -156,7 +157,9 @@ def odeint_clamped(
     if max_nfe is not None and (not isinstance(max_nfe, int) or max_nfe < 1):
         raise ValueError(f"max_nfe must be an integer >= 1; got max_nfe = {max_nfe!r}")
     count = [0]
-    first_bad: list = []  # the first time the right-hand side was not finite (torchdiffeq syncs every step anyway)
+    own_watch = watch is None  # then the outputs are watched here: the first time the right-hand side was not finite
+    if own_watch:
+        watch = FiniteWatch()
 
     def wrapped(t, y):
         if max_nfe is not None and count[0] >= max_nfe:
@@ -165,12 +168,15 @@ def odeint_clamped(
                 f"(method={method!r}, rtol={rtol}, atol={atol}); loosen rtol/atol or raise the budget"
             )
         count[0] += 1
-        tc = t.clamp(lo, hi)
+        # on the CPU reading t costs less than clamping it (a no-op inside [lo, hi], where it nearly always is)
+        tc = t if t.is_cpu and lo <= t.item() <= hi else t.clamp(lo, hi)
         if on_call is not None:
             on_call(tc)
         out = func(tc, y)
-        if not first_bad and _nonfinite(out):
-            first_bad.append(float(tc))
+        if own_watch:
+            for v in out if isinstance(out, tuple) else (out,):
+                if torch.is_tensor(v):
+                    watch.see(v, tc)
         return out
 
     try:
@@ -181,8 +187,9 @@ def odeint_clamped(
         else:
             ys = torchdiffeq.odeint(wrapped, y0, times, rtol=rtol, atol=atol, method=method, options=options)
     except (AssertionError, ScipySolveError) as e:
-        if first_bad:
-            why = f"the right-hand side (the score) returned NaN/inf, first at t = {first_bad[0]:.6g}"
+        first_t = watch.first_time()
+        if first_t is not None:
+            why = f"the right-hand side (the score) returned NaN/inf, first at t = {first_t:.6g}"
         else:
             dt = (y0[0] if isinstance(y0, tuple) else y0).dtype
             why = f"the tolerances rtol = {rtol:g}, atol = {atol:g} may be too tight for {dt}"
@@ -249,6 +256,7 @@ def odeint_pf(
             options=options,
             max_nfe=max_nfe,
             on_call=on_call,
+            watch=score_fn if isinstance(score_fn, FiniteWatch) else None,
         )
 
     if not per_sample:

@@ -38,11 +38,6 @@ def chain_coefficients(problem: Problem, t: torch.Tensor, i: int | None) -> tupl
     return problem.chain_coefficients(t, i)
 
 
-def _x0(problem: Problem, x: torch.Tensor, tv: torch.Tensor, s: torch.Tensor) -> torch.Tensor | None:
-    """Tweedie's x_0 estimate of a step's score call, formed only when the observer asks for it."""
-    return problem.tweedie(x, tv, s) if problem.observed else None
-
-
 class NonePredictor(Stepper):
     """Leaves x unchanged (corrector-only sampling, Table 1's "C")."""
 
@@ -59,15 +54,22 @@ class EulerMaruyama(Stepper):
 
     name, order, nfe_per_step, stochastic = "euler_maruyama", 1, 1, True
 
-    def step(self, problem, x, t, t_next, i, last):
+    @staticmethod
+    def scalars(problem, t, t_next, i) -> tuple[float, float, float]:
+        """(1 + f dt, g^2 dt, g sqrt(|dt|)) of the step (:meth:`Problem.per_step`)."""
         c, k = problem.coefficients(t, t_next, i)
+        dt, g2 = c.dt[k], c.g2[k]
+        return 1.0 + c.f[k] * dt, g2 * dt, math.sqrt(-g2 * dt)
+
+    def step(self, problem, x, t, t_next, i, last):
+        keep, drift, diffusion = problem.per_step(self.scalars, t, t_next, i, x)
         tv = problem.time_at(i, t, x)
         s = problem.score(x, tv)
-        dt, g2 = c.dt[k], c.g2[k]
-        mean = x * (1.0 + c.f[k] * dt) - (g2 * dt) * s
+        mean = x * keep - drift * s
+        x0 = problem.tweedie(x, tv, s) if problem.observed else None
         if last:
-            return StepOutput(mean, mean, x0=_x0(problem, x, tv, s))
-        return StepOutput(mean + math.sqrt(-g2 * dt) * problem.randn_like(x), mean, x0=_x0(problem, x, tv, s))
+            return StepOutput(mean, mean, x0)
+        return StepOutput(mean + diffusion * problem.randn_like(x), mean, x0)
 
 
 class ReverseDiffusion(Stepper):
@@ -92,20 +94,24 @@ class ReverseDiffusion(Stepper):
             )
         self.discretization = discretization
 
-    def step(self, problem, x, t, t_next, i, last):
-        tv = problem.time_at(i, t, x)
-        s = problem.score(x, tv)
+    def scalars(self, problem, t, t_next, i) -> tuple[float, float, float]:
+        """(1 - f_i / x, G_i^2, G_i) of the step (:meth:`Problem.per_step`)."""
         if self.discretization == "chain":
             f1, G = problem.chain_coefficients(t, i)
-            mean = x * (1.0 - f1) + (G * G) * s
-            noise_std = G
-        else:
-            c, k = problem.coefficients(t, t_next, i)
-            mean = x * (2.0 - c.a[k]) + c.G2[k] * s
-            noise_std = c.sqrt_G2[k]
+            return 1.0 - f1, G * G, G
+        c, k = problem.coefficients(t, t_next, i)
+        noise_std = c.sqrt_G2[k]
+        return 2.0 - c.a[k], c.G2[k], noise_std
+
+    def step(self, problem, x, t, t_next, i, last):
+        keep, gain, noise_std = problem.per_step(self.scalars, t, t_next, i, x)
+        tv = problem.time_at(i, t, x)
+        s = problem.score(x, tv)
+        mean = x * keep + gain * s
+        x0 = problem.tweedie(x, tv, s) if problem.observed else None
         if last:
-            return StepOutput(mean, mean, x0=_x0(problem, x, tv, s))
-        return StepOutput(mean + noise_std * problem.randn_like(x), mean, x0=_x0(problem, x, tv, s))
+            return StepOutput(mean, mean, x0)
+        return StepOutput(mean + noise_std * problem.randn_like(x), mean, x0)
 
 
 class ProbabilityFlowPredictor(Stepper):
@@ -114,12 +120,18 @@ class ProbabilityFlowPredictor(Stepper):
 
     name, order, nfe_per_step, stochastic = "probability_flow", 1, 1, False
 
-    def step(self, problem, x, t, t_next, i, last):
+    @staticmethod
+    def scalars(problem, t, t_next, i) -> tuple[float, float]:
+        """(2 - a, 1/2 G^2) of the step (:meth:`Problem.per_step`)."""
         c, k = problem.coefficients(t, t_next, i)
+        return 2.0 - c.a[k], 0.5 * c.G2[k]
+
+    def step(self, problem, x, t, t_next, i, last):
+        keep, gain = problem.per_step(self.scalars, t, t_next, i, x)
         tv = problem.time_at(i, t, x)
         s = problem.score(x, tv)
-        x_new = x * (2.0 - c.a[k]) + (0.5 * c.G2[k]) * s
-        return StepOutput(x_new, x_new, x0=_x0(problem, x, tv, s))
+        x_new = x * keep + gain * s
+        return StepOutput(x_new, x_new, problem.tweedie(x, tv, s) if problem.observed else None)
 
 
 class AncestralSampling(Stepper):
@@ -171,25 +183,37 @@ class AncestralSampling(Stepper):
                 "Use 'reverse_diffusion' or 'euler_maruyama' instead."
             )
 
-    def step(self, problem, x, t, t_next, i, last):
+    def scalars(self, problem, t, t_next, i) -> tuple[float, ...]:
+        """(G^2, a, std) of the step, and with ``clip_denoised`` (sigma^2, alpha, the posterior mean's weights
+        of x_0 and x_t) (:meth:`Problem.per_step`)."""
         c, k = problem.coefficients(t, t_next, i)
+        G2 = c.G2[k]
+        small = self.variance == "fixed_small" or (self.variance is None and isinstance(problem.sde, VESDE))
+        std = c.sigma_next[k] * c.sqrt_G2[k] / c.sigma[k] if small else c.sqrt_G2[k]
+        if not self.clip_denoised:
+            return G2, c.a[k], std
+        sig, sig_next = c.sigma[k], c.sigma_next[k]
+        alpha = c.alpha[k]
+        alpha_next = alpha / c.a[k]
+        w0, wx = alpha_next * G2 / (sig * sig), c.a[k] * sig_next * sig_next / (sig * sig)
+        return G2, c.a[k], std, sig * sig, alpha, w0, wx
+
+    def step(self, problem, x, t, t_next, i, last):
+        sc = problem.per_step(self.scalars, t, t_next, i, x)
+        G2, a, std = sc[0], sc[1], sc[2]
         tv = problem.time_at(i, t, x)
         s = problem.score(x, tv)
-        G2 = c.G2[k]
-        ve = isinstance(problem.sde, VESDE)
-        small = self.variance == "fixed_small" or (self.variance is None and ve)
-        std = c.sigma_next[k] * c.sqrt_G2[k] / c.sigma[k] if small else c.sqrt_G2[k]
         x0 = None
         if self.clip_denoised:
-            sig, sig_next = c.sigma[k], c.sigma_next[k]
-            alpha = c.alpha[k]
-            x0 = ((x + (sig * sig) * s) / alpha).clamp(-self.clip_range, self.clip_range)
-            alpha_next = alpha / c.a[k]
-            mean = (alpha_next * G2 / (sig * sig)) * x0 + (c.a[k] * sig_next * sig_next / (sig * sig)) * x
-        elif ve:
+            sig2, alpha, w0, wx = sc[3:]
+            x0 = ((x + sig2 * s) / alpha).clamp(-self.clip_range, self.clip_range)
+            mean = w0 * x0 + wx * x
+        elif isinstance(problem.sde, VESDE):
             mean = x + G2 * s
         else:
-            mean = (x + G2 * s) / c.a[k]
+            mean = (x + G2 * s) / a
+        if x0 is None and problem.observed:
+            x0 = problem.tweedie(x, tv, s)
         if last:
-            return StepOutput(mean, mean, x0=x0 if x0 is not None else _x0(problem, x, tv, s))
-        return StepOutput(mean + std * problem.randn_like(x), mean, x0=x0 if x0 is not None else _x0(problem, x, tv, s))
+            return StepOutput(mean, mean, x0)
+        return StepOutput(mean + std * problem.randn_like(x), mean, x0)

@@ -34,23 +34,26 @@ import torch
 
 from ..score import convert
 from ..sde.base import LinearSDE
-from ..utils import Generator, bcast, randn_like
+from ..utils import Generator, ScoreGuard, bcast, randn_like
 from .coefficients import GridCoefficients, chain_table
 from .denoiser import Prediction, native_prediction
 
 EQUATIONS = ("reverse_sde", "probability_flow")
+EXACT_SCALAR_DTYPES = (torch.float32, torch.float64)  # where a 0-d CPU tensor multiplies like a Python float
 
 
 class CountingScore:
-    """Wrap ``score_fn(x, t[, cond])`` and count its calls (network function evaluations)."""
+    """Wrap ``score_fn(x, t[, cond])`` and count its calls (network function evaluations); the output's
+    shape is checked here unless ``score_fn`` is a :class:`~score_sde.utils.ScoreGuard`, which checks it."""
 
     def __init__(self, score_fn: Callable, cond: Any = None):
         self.fn, self.cond, self.nfe = score_fn, cond, 0
+        self._checked = isinstance(score_fn, ScoreGuard)
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         self.nfe += 1
         out = self.fn(x, t) if self.cond is None else self.fn(x, t, self.cond)
-        if out.shape != x.shape:
+        if not self._checked and out.shape != x.shape:
             raise ValueError(f"score_fn returned shape {tuple(out.shape)} for x of shape {tuple(x.shape)}")
         return out
 
@@ -94,6 +97,9 @@ class Problem:
     _coefficients: GridCoefficients | None = field(default=None, repr=False)
     _chain: tuple | None = field(default=None, repr=False)
     _state: dict | None = field(default=None, repr=False)
+    _tables: dict | None = field(default=None, repr=False)  # per_step's tables of this run, by rule
+    _scalar_dtype: torch.dtype | None = field(default=None, repr=False)  # their 0-d tensors' dtype (None: floats)
+    _cpu_generator: torch.Generator | None = field(default=None, repr=False)  # the generator, known to be a CPU one
 
     def __post_init__(self):
         if self.equation not in EQUATIONS:
@@ -113,7 +119,13 @@ class Problem:
 
     # -- random numbers and times ----------------------------------------------------------------
     def randn_like(self, x: torch.Tensor) -> torch.Tensor:
-        return randn_like(x, self.generator)
+        """Standard normal draws like x from the problem's generator(s) (:func:`score_sde.utils.randn_like`)."""
+        g = self.generator
+        if g is not None and g is self._cpu_generator and x.is_cpu:  # the common case, drawn directly
+            return torch.randn(x.shape, generator=g, dtype=x.dtype)
+        if isinstance(g, torch.Generator) and g.device.type == "cpu":
+            self._cpu_generator = g
+        return randn_like(x, g)
 
     def tvec(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """A time as a [B] tensor in x's dtype."""
@@ -122,15 +134,17 @@ class Problem:
     def time_at(self, i: int | None, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """``grid[i]`` (= ``t``) as a [B] tensor in x's dtype, cached by the driver (no per-step allocation);
         ``i = None`` (a step called outside a run): ``t`` as a fresh [B] tensor."""
-        tv = self.tvecs
-        if tv is not None and i is not None and tv[i].shape[0] == x.shape[0]:
-            return tv[i]
+        if self.tvecs is not None and i is not None:
+            tv = self.tvecs[i]
+            if tv.shape[0] == x.shape[0]:
+                return tv
         return self.tvec(t, x)
 
     def set_grid(self, grid: torch.Tensor, x: torch.Tensor) -> None:
         """Make ``grid`` (descending, len steps + 1) the run's grid for states like x [B, ...]."""
-        self.grid, self._coefficients, self._chain = grid, None, None
+        self.grid, self._coefficients, self._chain, self._tables = grid, None, None, {}
         self.tvecs = grid.to(device=x.device, dtype=x.dtype)[:, None].expand(-1, x.shape[0]).unbind(0)
+        self._scalar_dtype = x.dtype if x.device.type == "cpu" and x.dtype in EXACT_SCALAR_DTYPES else None
 
     # -- tables of the grid, built once per run ---------------------------------------------------
     def coefficients(self, t: torch.Tensor, t_next: torch.Tensor, i: int | None) -> tuple[GridCoefficients, int]:
@@ -144,6 +158,24 @@ class Problem:
         if self._coefficients is None:
             self._coefficients = GridCoefficients.build(self.sde, self.grid)
         return self._coefficients, i
+
+    def per_step(self, rule: Callable, t: torch.Tensor, t_next: torch.Tensor, i: int | None, x: torch.Tensor) -> tuple:
+        """A stepper's scalars of the step ``t -> t_next``: ``rule(problem, t, t_next, i)``, a tuple of Python
+        floats formed from :meth:`coefficients` / :meth:`chain_coefficients`.
+
+        Inside a run ``rule`` is evaluated once per grid step, on first use (it is then called with
+        ``t = t_next = None`` and reads the tables by ``i``), and the step's row is looked up. For CPU data in
+        float32 / float64 the rows are 0-d tensors in x's dtype: multiplying x by one gives the same numbers as
+        by the Python float (which torch rounds to x's dtype all the same) without wrapping a number into a
+        tensor at every operation. Outside a run (or for another dtype) the floats themselves."""
+        tables = self._tables
+        if tables is None or i is None:
+            return rule(self, t, t_next, i)
+        rows = tables.get(rule)
+        if rows is None:
+            floats = [rule(self, None, None, k) for k in range(self.grid.numel() - 1)]
+            rows = tables[rule] = (floats, _as_scalars(floats, self._scalar_dtype))
+        return rows[1][i] if x.dtype is self._scalar_dtype else rows[0][i]
 
     def chain_coefficients(self, t: torch.Tensor, i: int | None) -> tuple[float, float]:
         """(f_i / x, G_i) of the SDE's own chain step at grid time t (``sde.discretize``), tabulated once per
@@ -192,6 +224,14 @@ class Problem:
         tv = t.to(device=x.device, dtype=x.dtype).expand(x.shape[0])
         pf = self.equation == "probability_flow"
         return self.sde.reverse_drift(x, t, self.score(x, tv), probability_flow=pf)
+
+
+def _as_scalars(rows: list, dtype: torch.dtype | None) -> list:
+    """Rows of Python floats (one tuple per step) as rows of 0-d CPU tensors of ``dtype`` (None: as given)."""
+    if dtype is None or not rows:
+        return rows
+    columns = torch.tensor(rows, dtype=torch.float64).to(dtype).unbind(1)
+    return list(zip(*(c.unbind(0) for c in columns)))
 
 
 Context = Problem  # the name of earlier versions, kept for user-written steppers
