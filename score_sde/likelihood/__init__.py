@@ -37,7 +37,7 @@ Defaults, chosen by measurement (benchmarks/likelihood_vs_official.py, README "L
 - the solve is a problem of the integrator core (:class:`~score_sde.likelihood.augmented.AugmentedProblem`,
   run by :func:`score_sde.solvers.driver.run`). scipy's RK45 (the error estimate of Dormand and Prince's
   pair) took fewer steps than torchdiffeq's dopri5 (Shampine's estimate) on the MLP score of
-  benchmarks/likelihood_overhead.py, and more on a 300-step rectified-flow digits network, so dopri5 stays
+  benchmarks/likelihood_overhead.py, and more on a rectified-flow digits network (100 training steps), so dopri5 stays
   the default;
 - Dormand–Prince in the time variable t. Integrating in the log-SNR lambda, in -ln alpha or in sqrt(t), with
   or without x~ = x / alpha (the log-determinant then shifts by D ln alpha exactly), gave the same
