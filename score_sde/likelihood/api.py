@@ -82,10 +82,11 @@ def log_likelihood(
         method, options: the ODE method and its options: a torchdiffeq method (default ``"dopri5"``; its error norm
             is the larger of the RMS error ratios of x and of Delta unless ``options`` has a ``norm``: ``"rms"``,
             the RMS over the whole flat state ``[x.flatten(), Delta]`` as the official code, or a function of
-            the error ratios, shape [B*D + B]); ``"scipy_rk45"`` / ``"scipy_dop853"`` (scipy's, the official
-            code's integrator, same norms, options ``first_step``, ``max_step``; no autograd graph, float64
-            state; :mod:`score_sde.solvers.scipy_ode`); or ``"auto"``: ``"scipy_rk45"`` when ``logp`` needs no
-            graph and the state is float64, else ``"dopri5"``. ``info['method']`` names the method used.
+            the error ratios, shape [B*D + B]); ``"scipy_rk45"`` (scipy's RK45, the official code's integrator,
+            the same norms) / ``"scipy_dop853"`` (scipy's own norm), options ``first_step``, ``max_step``; no
+            autograd graph, float64 state; :mod:`score_sde.solvers.scipy_ode`; or ``"auto"``: ``"scipy_rk45"``
+            when ``logp`` needs no graph and the state is float64, else ``"dopri5"``. ``info['method']`` names
+            the method used.
         chunk_size: dimensions per batched vector-Jacobian product of the exact divergence
             (default: as many as keep the cotangents near 2^22 entries).
         per_sample: solve each sample on its own (batch-independent steps, NFE summed over samples).

@@ -124,18 +124,19 @@ class _FirstCallOnce:
 @dataclass
 class AugmentedODE(AdaptiveMethod):
     """The augmented PF-ODE solved by an adaptive ODE method, as a method of the one driver
-    (:func:`score_sde.solvers.driver.run`).
+    (:func:`score_sde.solvers.driver.run`): a torchdiffeq method (``"dopri5"`` by default) or scipy's
+    ``"scipy_rk45"`` / ``"scipy_dop853"`` (:mod:`score_sde.solvers.scipy_ode`: the official code's integrator;
+    no autograd graph, float64 arithmetic). ``"auto"`` picks ``"scipy_rk45"`` when ``logp`` needs no graph and
+    the state is float64, else ``"dopri5"``. For ``"auto"`` and the scipy methods the right-hand side is
+    evaluated once at (eps, [x, 0]) before the solve (it decides whether a graph is needed) and that value is
+    the solver's first.
 
-    ``solve.method = "auto"`` picks scipy's RK45 (:mod:`score_sde.solvers.scipy_ode`: the official code's
-    integrator: Dormand–Prince 5(4) with the error estimate of the original pair and Hairer's step-size control)
-    when ``logp`` needs no graph and the state is float64, and torchdiffeq's dopri5 otherwise (scipy carries no
-    autograd graph and computes in float64); to decide, the right-hand side is evaluated once at (eps, [x, 0])
-    before the solve and that value is the solver's first. Both measure the error with the larger of the RMS
-    error ratios of the x part and of the Delta part (:func:`_split_norm`), so that neither the data (B*D
-    entries) nor the log-density (B entries) drowns the other, unless ``options`` carries a ``norm``:
-    ``"rms"`` takes the RMS over the whole flat state as the official code does (there Delta has weight
-    1/(D+1), so its error at a given tolerance is larger and the solve cheaper; both are measured in
-    benchmarks/results/likelihood_overhead.txt), or a function of the error ratios."""
+    The error norm of torchdiffeq's methods and of ``"scipy_rk45"`` is the larger of the RMS error ratios of the
+    x part and of the Delta part (:func:`_split_norm`), so that neither the data (B*D entries) nor the
+    log-density (B entries) drowns the other, unless ``options`` carries a ``norm``: ``"rms"`` takes the RMS
+    over the whole flat state as the official code does (Delta then weighs 1/(D+1): a larger error at a given
+    tolerance and a cheaper solve, both measured in benchmarks/results/likelihood_overhead.txt), or a function
+    of the error ratios. ``"scipy_dop853"`` keeps scipy's own norm."""
 
     solve_options: ODESolveOptions = field(default_factory=ODESolveOptions)
     eps: float = 1e-5  # the solve runs over [eps, sde.T]; the right-hand side is never called outside it
