@@ -128,6 +128,11 @@ def test_the_ode_sampler_takes_scipy_rk45():
     a = ss.sample(sde, gmm.score_fn(sde), x_T=xT, sampler="ode", method="scipy_rk45", rtol=1e-8, atol=1e-8)
     b = ss.sample(sde, gmm.score_fn(sde), x_T=xT, sampler="ode", method="dopri5", rtol=1e-8, atol=1e-8)
     assert (a.x - b.x).abs().max() < 1e-5 and a.nfe > 0
+    c = ss.sample(sde, gmm.score_fn(sde), x_T=xT, sampler="ode", method="scipy_dop853", rtol=1e-8, atol=1e-8)
+    assert (c.x - b.x).abs().max() < 1e-5
+    ll = ss.log_likelihood(sde, gmm.score_fn(sde), c.x, method="scipy_dop853", rtol=1e-8, atol=1e-8)
+    ref = ss.log_likelihood(sde, gmm.score_fn(sde), c.x, rtol=1e-8, atol=1e-8)
+    assert ll.info["method"] == "scipy_dop853" and (ll.logp - ref.logp).abs().max() < 1e-5
 
 
 def test_progress_bar_on_the_likelihood(capsys):
