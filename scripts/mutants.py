@@ -73,6 +73,9 @@ DDIM_F, MS, SDPM, EDM = (
 
 MUTANTS: list[Mutant] = [
     # --- the six bugs of issue 17 ---------------------------------------------------------
+    Mutant("scipy_norm_ignored", "score_sde/solvers/scipy_ode.py", "    if norm is None:\n        return base",
+           "    if True:\n        return base", ("tests/test_likelihood_core.py",),
+           "scipy's RK45 ignores the error norm it is given (the likelihood's split norm)"),
     Mutant("pf_drift_0.52", "score_sde/sde/base.py", "(0.5 if probability_flow else 1.0)",
            "(0.52 if probability_flow else 1.0)", ("tests/test_samplers.py", "tests/test_likelihood.py"),
            "probability-flow drift 1/2 g^2 -> 0.52 g^2"),
