@@ -172,19 +172,7 @@ class ScoreGuard(FiniteWatch):
             raise TypeError(f"score_fn must return a tensor; got {type(out).__name__}")
         if out.shape != x.shape:
             raise ValueError(f"score_fn returned shape {tuple(out.shape)} for x of shape {tuple(x.shape)}")
-        if self._first is None and out.is_cpu and not out.requires_grad and out.dtype not in _HALF:
-            # see(out, t) for the common case written out: it runs once per score call
-            i = self.calls
-            self.calls = i + 1
-            try:
-                finite = math.isfinite(out.sum().item())
-            except RuntimeError:
-                self._pending.append((i, out.sum(), t))
-                return out
-            if not finite:
-                self._first, self._first_t = i, t
-        else:
-            self.see(out, t)
+        self.see(out, t)
         return out
 
     def native_prediction(self):

@@ -67,10 +67,10 @@ def test_every_score_call_is_counted_once_and_the_first_is_not_repeated():
     div = DivergenceOptions("exact", probes=None, chunk_size=2, create_graph=False)
     prob = AugmentedProblem(sde, CountingScore(score), divergence=div, work_dtype=x.dtype, shape=tuple(x.shape))
     y0 = torch.cat((x.reshape(-1), x.new_zeros(x.shape[0])))
-    from score_sde.likelihood.augmented import _split_norm_numpy
+    from score_sde.likelihood.augmented import _on_numpy, _split_norm
 
     times = torch.tensor([EPS, sde.T], dtype=torch.float64)
-    ys = odeint_scipy(prob.rhs, y0, times, rtol=1e-5, atol=1e-5, options={"norm": _split_norm_numpy(x.numel())})
+    ys = odeint_scipy(prob.rhs, y0, times, rtol=1e-5, atol=1e-5, options={"norm": _on_numpy(_split_norm(x.numel()))})
     assert prob.score.nfe == res.nfe
     torch.testing.assert_close(ys[-1][x.numel():], res.delta, rtol=0, atol=1e-12)
 

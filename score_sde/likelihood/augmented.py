@@ -156,12 +156,15 @@ class AugmentedODE(AdaptiveMethod):
                 )
             func = _FirstCallOnce(func, times[0], y0, f0)
         options = dict(o.options or {})  # odeint_clamped makes an adaptive last step land on T (step_t)
-        if options.get("norm") == "rms":  # the RMS over the whole flat state (scipy's and the official code's)
-            options["norm"] = _rms_norm if method in ADAPTIVE_METHODS else None
-            options = {k: v for k, v in options.items() if v is not None}
-        elif method in ADAPTIVE_METHODS + ("scipy_rk45",) and "norm" not in options:
-            split = _split_norm if method in ADAPTIVE_METHODS else _split_norm_numpy
-            options = {**options, "norm": split(problem.rhs.n)}
+        norm = options.pop("norm", None)
+        if norm is None and method in ADAPTIVE_METHODS + ("scipy_rk45",):
+            norm = _split_norm(problem.rhs.n)
+        if norm == "rms":  # the RMS over the whole flat state: scipy's own, and the official code's
+            norm = _rms_norm if method in ADAPTIVE_METHODS else None
+        if norm is not None and method in SCIPY_METHODS:
+            norm = _on_numpy(norm)  # scipy hands the norm a numpy array
+        if norm is not None:
+            options["norm"] = norm
         sol = odeint_clamped(
             func,
             y0,
@@ -182,14 +185,13 @@ def _rms_norm(r: torch.Tensor) -> torch.Tensor:
     return torch.linalg.vector_norm(r) / math.sqrt(r.numel())
 
 
-def _split_norm_numpy(n: int) -> Callable:
-    """:func:`_split_norm` for scipy's step-size control (the scaled error estimate as a numpy array)."""
-    import numpy as np
+def _on_numpy(norm: Callable) -> Callable:
+    """A norm of torch tensors as scipy's step-size control calls it: on a float64 numpy array, returning a float."""
 
-    def norm(r) -> float:
-        return max(float(np.sqrt(np.mean(r[:n] ** 2))), float(np.sqrt(np.mean(r[n:] ** 2))))
+    def on_numpy(r) -> float:
+        return float(norm(torch.from_numpy(r)))
 
-    return norm
+    return on_numpy
 
 
 def _solve_augmented(sde, score_fn, x: torch.Tensor, eps: float, div: DivergenceOptions, solve: ODESolveOptions,

@@ -93,7 +93,8 @@ def odeint_scipy(
         yt = torch.from_numpy(y).view(shape).to(device=device, dtype=dtype)
         out = func(torch.tensor(t, dtype=torch.float64, device=device), yt).detach().to("cpu", torch.float64)
         f_np = out.reshape(-1).numpy()
-        if not np.isfinite(f_np).all():  # scipy would loop on a NaN step size (its first-step guess) or creep
+        # NaN/inf anywhere makes the sum so; scipy would loop on a NaN step size (its first-step guess) or creep
+        if not np.isfinite(f_np.sum()):
             raise ScipySolveError(f"the right-hand side returned NaN/inf at t = {t:.6g}")
         return f_np
 
