@@ -42,6 +42,18 @@ class ToyMLP(nn.Module):
         return self.net(torch.cat([x, t[:, None]], dim=1))
 
 
+def load_mlp_score():
+    """``MLPScore`` of benchmarks/likelihood_vs_official.py (the issue's reference score network)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent / "likelihood_vs_official.py"
+    spec = importlib.util.spec_from_file_location("_likelihood_vs_official", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.MLPScore
+
+
 # ------------------------------------------------------------------ bare hand-written loops
 
 
@@ -89,6 +101,42 @@ OWN = {
     "pc_langevin": dict(sampler="pc", predictor="reverse_diffusion", corrector="langevin", snr=0.16),
     "pc_annealed": dict(sampler="pc", predictor="reverse_diffusion", corrector="annealed_langevin", snr=0.16),
 }
+
+
+def stepper_table(emit, f, sde, x_T, grid, repeats) -> dict:
+    """Time every own stepper (``ss.sample`` over ``grid``) against its bare loop with the score ``f``; print the
+    table and return the median paired ratio of each."""
+    N = grid.numel() - 1
+    emit(
+        f"{'stepper':<22} {'own (min)':>10} {'bare (min)':>10} {'ratio':>7} {'paired':>7} {'NFE':>6} "
+        f"{'us/step extra':>14}"
+    )
+    ratios = {}
+    for kind, opts in OWN.items():
+        own_nfe = []
+
+        def run_own(opts=opts, own_nfe=own_nfe):
+            res = ss.sample(sde, f, x_T=x_T, grid=grid, generator=torch.Generator().manual_seed(0), **opts)
+            own_nfe.append(res.nfe)
+
+        def run_bare(kind=kind):
+            bare(kind, f, sde, x_T, grid, torch.Generator().manual_seed(0))
+
+        samples = {}
+        t = best_of({"own": run_own, "bare": run_bare}, repeats, samples)
+        # the median of the paired ratios (own and bare run back to back) is robust to a busy machine
+        paired = median([a / b for a, b in zip(samples["own"], samples["bare"])])
+        ratios[kind] = paired
+        extra = (t["own"] - t["bare"]) / N * 1e6
+        emit(
+            f"{kind:<22} {t['own'] * 1e3:8.1f}ms {t['bare'] * 1e3:8.1f}ms {t['own'] / t['bare']:7.3f} "
+            f"{paired:7.3f} {own_nfe[-1]:6d} {extra:14.1f}"
+        )
+    # same numbers: the bare loops compute what the steppers compute
+    own_x = ss.sample(sde, f, x_T=x_T, grid=grid, generator=torch.Generator().manual_seed(0), **OWN["ancestral"]).x
+    bare_x = bare("ancestral", f, sde, x_T, grid, torch.Generator().manual_seed(0))
+    emit(f"\nmax |own - bare| (ancestral, same generator): {(own_x - bare_x).abs().max().item():.2e}")
+    return ratios
 
 
 CLOCK = {"wall": time.perf_counter, "cpu": time.thread_time}
@@ -155,9 +203,19 @@ def main(argv=None):
     p.add_argument("--hidden", type=int, default=128)
     p.add_argument("--repeats", type=int, default=15)
     p.add_argument("--quick", action="store_true")
-    p.add_argument("--clock", choices=sorted(CLOCK), default="wall",
-                   help="wall: time.perf_counter; cpu: the thread's CPU time (time.thread_time), which leaves out "
-                        "the time other processes hold the core (torch computes in this thread at 1 thread)")
+    p.add_argument(
+        "--reference-steps",
+        type=int,
+        default=200,
+        help="steps of the second table, on the reference 64-D MLP score (0 = leave it out)",
+    )
+    p.add_argument(
+        "--clock",
+        choices=sorted(CLOCK),
+        default="wall",
+        help="wall: time.perf_counter; cpu: the thread's CPU time (time.thread_time), which leaves out "
+        "the time other processes hold the core (torch computes in this thread at 1 thread)",
+    )
     p.add_argument("--out", default="benchmarks/results/loop_overhead.txt", help="also write the table here ('' = no)")
     args = p.parse_args(argv)
     global clock
@@ -189,35 +247,7 @@ def main(argv=None):
         # the MLP alone: N calls
         t_mlp = best_of({"mlp": lambda: [net(x_T, torch.full((B,), 0.5)) for _ in range(N)]}, repeats)["mlp"]
         emit(f"{'MLP alone (N calls)':<22} {t_mlp * 1e3:8.1f} ms  ({t_mlp / N * 1e6:.1f} us/call)\n")
-        emit(
-            f"{'stepper':<22} {'own (min)':>10} {'bare (min)':>10} {'ratio':>7} {'paired':>7} {'NFE':>6} "
-            f"{'us/step extra':>14}"
-        )
-        ratios = {}
-        for kind, opts in OWN.items():
-            own_nfe = []
-
-            def run_own(opts=opts, own_nfe=own_nfe):
-                res = ss.sample(sde, f, x_T=x_T, grid=grid, generator=torch.Generator().manual_seed(0), **opts)
-                own_nfe.append(res.nfe)
-
-            def run_bare(kind=kind):
-                bare(kind, f, sde, x_T, grid, torch.Generator().manual_seed(0))
-
-            samples = {}
-            t = best_of({"own": run_own, "bare": run_bare}, repeats, samples)
-            # the median of the paired ratios (own and bare run back to back) is robust to a busy machine
-            paired = median([a / b for a, b in zip(samples["own"], samples["bare"])])
-            ratios[kind] = paired
-            extra = (t["own"] - t["bare"]) / N * 1e6
-            emit(
-                f"{kind:<22} {t['own'] * 1e3:8.1f}ms {t['bare'] * 1e3:8.1f}ms {t['own'] / t['bare']:7.3f} "
-                f"{paired:7.3f} {own_nfe[-1]:6d} {extra:14.1f}"
-            )
-        # same numbers: the bare loops compute what the steppers compute
-        own_x = ss.sample(sde, f, x_T=x_T, grid=grid, generator=torch.Generator().manual_seed(0), **OWN["ancestral"]).x
-        bare_x = bare("ancestral", f, sde, x_T, grid, torch.Generator().manual_seed(0))
-        emit(f"\nmax |own - bare| (ancestral, same generator): {(own_x - bare_x).abs().max().item():.2e}")
+        ratios = stepper_table(emit, f, sde, x_T, grid, repeats)
         emit(
             f"worst paired ratio (median of own/bare, back-to-back runs): {max(ratios.values()):.3f} (target <= 1.02)\n"
         )
@@ -260,6 +290,21 @@ def main(argv=None):
         # the adaptive ODE through the core against a bare torchdiffeq.odeint call on the same right-hand side
         emit("")
         emit(adaptive_vs_bare(sde, f, x_T, repeats, calls))
+
+        if args.reference_steps > 0:
+            # the score network of the likelihood's overhead line: 64-D, 512 wide, batch 128
+            ref = load_mlp_score()(64, 512)
+            x_ref = torch.randn(128, 64, generator=torch.Generator().manual_seed(1))
+            grid_ref = ss.make_grid(sde, "uniform", args.reference_steps)
+            n_ref = args.reference_steps
+            t_ref = best_of({"mlp": lambda: [ref(x_ref, torch.full((128,), 0.5)) for _ in range(n_ref)]}, repeats)
+            emit(
+                f"\nreference network: the 64-D MLP score of benchmarks/likelihood_overhead.py "
+                f"(64+32 -> 512 x 3 -> 64, Fourier time features), batch 128, {n_ref} steps: "
+                f"{t_ref['mlp'] / n_ref * 1e6:.0f} us/call\n"
+            )
+            ref_ratios = stepper_table(emit, ref, sde, x_ref, grid_ref, repeats)
+            emit(f"worst paired ratio, reference network: {max(ref_ratios.values()):.3f} (target <= 1.02)")
     if args.out:
         import os
 

@@ -98,16 +98,23 @@ class NonFiniteScoreWarning(RuntimeWarning):
 class FiniteWatch:
     """Notes, at almost no cost, whether tensors handed to :meth:`see` held NaN/inf, and the first time one did.
 
-    NaN/inf anywhere in a tensor makes its sum non-finite. A sum on the CPU is read at once (no sync; only the
-    first non-finite one and its time are kept); on an accelerator the sums are kept as tensors and read in
-    one sync by :meth:`first_bad`.
+    NaN/inf anywhere in a tensor makes its sum non-finite. CPU tensors are held (by reference, up to
+    :attr:`HOLD` entries in all) and summed together in one operation when that many have come or when a result
+    is asked for; only a non-finite total sends it back to the held tensors one by one, to name the first one
+    holding NaN/inf (a total that merely overflowed names none). On an accelerator each tensor's sum is kept as a
+    tensor and all are read in one sync by :meth:`first_bad`. Either way a fixed-grid step pays one list append
+    instead of a reduction and a read of its value.
     """
+
+    HOLD = 1 << 16  # CPU entries held before one summed check (256 KiB of float32)
 
     def __init__(self):
         self.calls = 0
         self._first: int | None = None  # index of the first non-finite tensor seen
         self._first_t = None  # and its time
         self._pending: list = []  # (index, sum, time) of tensors not on the CPU, not read yet
+        self._held: list = []  # (index, tensor, time) of CPU tensors not checked yet
+        self._held_n = 0  # their entries
 
     def see(self, out: torch.Tensor, t) -> None:
         """Note whether ``out`` (any shape) holds NaN/inf, at time ``t`` (a number or a tensor of times)."""
@@ -116,20 +123,42 @@ class FiniteWatch:
         if self._first is not None:  # the first non-finite one is known: nothing left to find
             return
         v = out.detach() if out.requires_grad else out
-        total = v.sum(dtype=torch.float32) if v.dtype in _HALF else v.sum()
         if v.is_cpu:
-            try:
-                finite = math.isfinite(total.item())
-            except RuntimeError:  # no value to read here (e.g. inside a function transform): read it at the end
-                self._pending.append((i, total, t))
-                return
-            if not finite:
-                self._first, self._first_t = i, t
+            self._held.append((i, v, t))
+            self._held_n += v.numel()
+            if self._held_n >= self.HOLD:
+                self._check_held()
         else:
-            self._pending.append((i, total, t))
+            self._pending.append((i, v.sum(dtype=torch.float32) if v.dtype in _HALF else v.sum(), t))
+
+    def _check_held(self) -> None:
+        """Sum the held CPU tensors in one operation; when the total is not finite, find the first of them that
+        holds NaN/inf. A tensor that can no longer be read (made inside a function transform such as vmap) is
+        passed over."""
+        held, self._held, self._held_n = self._held, [], 0
+        if not held:
+            return
+        try:
+            vs = [v for _, v, _ in held]
+            total = torch.stack(vs).sum(dtype=torch.float32) if vs[0].dtype in _HALF else torch.stack(vs).sum()
+            if math.isfinite(total.item()):
+                return
+        except RuntimeError:  # several shapes or dtypes, or a tensor that can no longer be read: one by one
+            pass
+        for i, v, t in held:
+            try:
+                bad = not bool(torch.isfinite(v).all())
+            except RuntimeError:
+                continue
+            if bad:
+                if self._first is None or i < self._first:
+                    self._first, self._first_t = i, t
+                return
 
     def first_bad(self) -> int | None:
-        """Index of the first tensor seen that held NaN/inf (one sync for the sums not read yet), or None."""
+        """Index of the first tensor seen that held NaN/inf (one check of the held tensors and one sync for the
+        sums not read yet), or None."""
+        self._check_held()
         if self._pending:
             pending, self._pending = self._pending, []
             try:
