@@ -55,7 +55,7 @@ def _run_grid(problem: Problem, stepper: Stepper, x: torch.Tensor, grid: torch.T
     if grid.ndim != 1 or grid.numel() < 2:
         raise ValueError(f"grid must be a 1-D tensor of at least 2 times; got shape {tuple(grid.shape)}")
     problem.set_grid(grid, x)
-    ts = grid.unbind(0)
+    ts = problem.times
     state = stepper.init(problem, x)
     steps = grid.numel() - 1
     denoise = obs.output.denoise

@@ -36,6 +36,7 @@ from ..score import convert
 from ..sde.base import LinearSDE
 from ..utils import Generator, ScoreGuard, bcast, randn_like
 from .coefficients import GridCoefficients, chain_table
+from .constants import kept
 from .denoiser import Prediction, native_prediction
 
 EQUATIONS = ("reverse_sde", "probability_flow")
@@ -93,8 +94,10 @@ class Problem:
     grid: torch.Tensor | None = None
     equation: str = "reverse_sde"
     observed: bool = False
-    tvecs: list | None = None  # grid[i] as [B] tensors in the data dtype, set by the driver
+    tvecs: tuple | None = None  # grid[i] as [B] tensors in the data dtype, set by the driver
+    times: tuple | None = None  # grid[i] as 0-d tensors (the grid's dtype), set by the driver
     _coefficients: GridCoefficients | None = field(default=None, repr=False)
+    _grid_key: tuple | None = field(default=None, repr=False)
     _chain: tuple | None = field(default=None, repr=False)
     _state: dict | None = field(default=None, repr=False)
     _tables: dict | None = field(default=None, repr=False)  # per_step's tables of this run, by rule
@@ -141,9 +144,15 @@ class Problem:
         return self.tvec(t, x)
 
     def set_grid(self, grid: torch.Tensor, x: torch.Tensor) -> None:
-        """Make ``grid`` (descending, len steps + 1) the run's grid for states like x [B, ...]."""
+        """Make ``grid`` (descending, len steps + 1) the run's grid for states like x [B, ...]; its 0-d times
+        (:attr:`times`) and [B] time vectors (:attr:`tvecs`) come from :mod:`~score_sde.solvers.constants`."""
         self.grid, self._coefficients, self._chain, self._tables = grid, None, None, {}
-        self.tvecs = grid.to(device=x.device, dtype=x.dtype)[:, None].expand(-1, x.shape[0]).unbind(0)
+        self._grid_key = (grid.dtype, str(grid.device), tuple(grid.tolist()))
+        self.times = kept(("times", self._grid_key), lambda: grid.unbind(0))
+        self.tvecs = kept(
+            ("tvecs", self._grid_key, x.dtype, str(x.device), x.shape[0]),
+            lambda: grid.to(device=x.device, dtype=x.dtype)[:, None].expand(-1, x.shape[0]).unbind(0),
+        )
         self._scalar_dtype = x.dtype if x.device.type == "cpu" and x.dtype in EXACT_SCALAR_DTYPES else None
 
     # -- tables of the grid, built once per run ---------------------------------------------------
@@ -173,8 +182,9 @@ class Problem:
             return rule(self, t, t_next, i)
         rows = tables.get(rule)
         if rows is None:
-            floats = [rule(self, None, None, k) for k in range(self.grid.numel() - 1)]
-            rows = tables[rule] = (floats, _as_scalars(floats, self._scalar_dtype))
+            floats = tuple(rule(self, None, None, k) for k in range(self.grid.numel() - 1))
+            dtype = self._scalar_dtype
+            rows = tables[rule] = (floats, kept(("scalars", dtype, floats), lambda: _as_scalars(floats, dtype)))
         return rows[1][i] if x.dtype is self._scalar_dtype else rows[0][i]
 
     def chain_coefficients(self, t: torch.Tensor, i: int | None) -> tuple[float, float]:
