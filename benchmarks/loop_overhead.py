@@ -11,7 +11,10 @@ the own steppers doing the same work, and the adaptive ``ode`` sampler (dopri5) 
 
 Timings: own and bare runs alternate; the table shows the minimum of each and the median of the
 paired ratios (own / bare of back-to-back runs, robust to a shared, busy machine), under
-``torch.no_grad`` for both sides. Run: ``OMP_NUM_THREADS=1 .venv/bin/python benchmarks/loop_overhead.py``
+``torch.no_grad`` for both sides. ``paired`` is a run over a grid already run once (its per-step tensors kept by
+:mod:`score_sde.solvers.constants`, as when sampling batch after batch); ``first run`` is the paired ratio of a run
+that makes them afresh. A second table repeats the comparison on the 64-D MLP score network (512 wide, batch 128)
+of ``benchmarks/likelihood_overhead.py``. Run: ``OMP_NUM_THREADS=1 .venv/bin/python benchmarks/loop_overhead.py``
 (``--quick`` for fewer repeats; ``--batch``, ``--hidden`` to change the MLP's cost; ``--clock cpu`` times the
 thread's CPU time instead of wall time, for a machine shared with other jobs).
 """
@@ -26,6 +29,7 @@ import torch
 from torch import nn
 
 import score_sde as ss
+from score_sde.solvers import constants
 from score_sde.solvers.coefficients import GridCoefficients
 
 
@@ -109,7 +113,7 @@ def stepper_table(emit, f, sde, x_T, grid, repeats) -> dict:
     N = grid.numel() - 1
     emit(
         f"{'stepper':<22} {'own (min)':>10} {'bare (min)':>10} {'ratio':>7} {'paired':>7} {'NFE':>6} "
-        f"{'us/step extra':>14}"
+        f"{'us/step extra':>14} {'first run':>10}"
     )
     ratios = {}
     for kind, opts in OWN.items():
@@ -122,15 +126,20 @@ def stepper_table(emit, f, sde, x_T, grid, repeats) -> dict:
         def run_bare(kind=kind):
             bare(kind, f, sde, x_T, grid, torch.Generator().manual_seed(0))
 
+        def run_cold(run_own=run_own):
+            constants.clear()  # the per-step tensors made afresh, as in a first run over this grid
+            run_own()
+
         samples = {}
-        t = best_of({"own": run_own, "bare": run_bare}, repeats, samples)
+        t = best_of({"own": run_own, "bare": run_bare, "cold": run_cold}, repeats, samples)
         # the median of the paired ratios (own and bare run back to back) is robust to a busy machine
         paired = median([a / b for a, b in zip(samples["own"], samples["bare"])])
+        cold = median([a / b for a, b in zip(samples["cold"], samples["bare"])])
         ratios[kind] = paired
         extra = (t["own"] - t["bare"]) / N * 1e6
         emit(
             f"{kind:<22} {t['own'] * 1e3:8.1f}ms {t['bare'] * 1e3:8.1f}ms {t['own'] / t['bare']:7.3f} "
-            f"{paired:7.3f} {own_nfe[-1]:6d} {extra:14.1f}"
+            f"{paired:7.3f} {own_nfe[-1]:6d} {extra:14.1f} {cold:10.3f}"
         )
     # same numbers: the bare loops compute what the steppers compute
     own_x = ss.sample(sde, f, x_T=x_T, grid=grid, generator=torch.Generator().manual_seed(0), **OWN["ancestral"]).x
