@@ -76,6 +76,13 @@ MUTANTS: list[Mutant] = [
     Mutant("scipy_norm_ignored", "score_sde/solvers/scipy_ode.py", "    if norm is None:\n        return base",
            "    if True:\n        return base", ("tests/test_likelihood_core.py",),
            "scipy's RK45 ignores the error norm it is given (the likelihood's split norm)"),
+    Mutant("watch_first_of_batch", "score_sde/utils.py", "                if self._first is None or i < self._first:\n"
+           "                    self._first, self._first_t = i, t\n                return",
+           "                i, _, t = held[0]\n                self._first, self._first_t = i, t\n                return",
+           ("tests/test_finite_watch.py",), "the NaN guard names the first held output, not the first non-finite one"),
+    Mutant("kept_tables_ignore_dtype", "score_sde/solvers/problem.py", '("tvecs", self._grid_key, x.dtype,',
+           '("tvecs", self._grid_key,', ("tests/test_step_constants.py",),
+           "kept [B] time vectors handed to a run of another dtype"),
     Mutant("pf_drift_0.52", "score_sde/sde/base.py", "(0.5 if probability_flow else 1.0)",
            "(0.52 if probability_flow else 1.0)", ("tests/test_samplers.py", "tests/test_likelihood.py"),
            "probability-flow drift 1/2 g^2 -> 0.52 g^2"),

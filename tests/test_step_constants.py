@@ -36,9 +36,11 @@ def test_tables_of_other_dtypes_batches_and_grids_are_apart():
     g = ss.make_grid(sde, "uniform", 4)
     p32.set_grid(g, torch.zeros(2, 1, dtype=torch.float32))
     p64 = ss.solvers.Problem(sde, ss.solvers.CountingScore(lambda x, t: x))
-    p64.set_grid(g, torch.zeros(3, 1, dtype=torch.float64))
+    p64.set_grid(g, torch.zeros(2, 1, dtype=torch.float64))
     assert p32.tvecs[0].dtype == torch.float32 and p32.tvecs[0].shape == (2,)
-    assert p64.tvecs[0].dtype == torch.float64 and p64.tvecs[0].shape == (3,)
+    assert p64.tvecs[0].dtype == torch.float64 and p64.tvecs[0].shape == (2,)
+    p64.set_grid(g, torch.zeros(3, 1, dtype=torch.float64))
+    assert p64.tvecs[0].shape == (3,)
     p64.set_grid(g * 0.5, torch.zeros(3, 1, dtype=torch.float64))
     assert float(p64.times[0]) == pytest.approx(0.5 * float(g[0]))
 
