@@ -78,7 +78,8 @@ MUTANTS: list[Mutant] = [
            "scipy's RK45 ignores the error norm it is given (the likelihood's split norm)"),
     Mutant("watch_first_of_batch", "score_sde/utils.py", "                if self._first is None or i < self._first:\n"
            "                    self._first, self._first_t = i, t\n                return",
-           "                i, _, t = held[0]\n                self._first, self._first_t = i, t\n                return",
+           "                i, _, t = held[0]\n"
+           "                self._first, self._first_t = i, t\n                return",
            ("tests/test_finite_watch.py",), "the NaN guard names the first held output, not the first non-finite one"),
     Mutant("kept_tables_ignore_dtype", "score_sde/solvers/problem.py", '("tvecs", self._grid_key, x.dtype,',
            '("tvecs", self._grid_key,', ("tests/test_step_constants.py",),
