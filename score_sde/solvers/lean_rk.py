@@ -80,12 +80,12 @@ class _LeanStages:
         self.func.callback_step(t0, y0, dt)
         t1 = t0 + dt
         # torchdiffeq's two checks (odeint_clamped turns them into an ODESolveError that says why)
-        assert t0 + dt > t0, f"underflow in dt {dt.item()}"
+        assert t1 > t0, f"underflow in dt {dt.item()}"
         assert torch.isfinite(y0).all(), f"non-finite values in state `y`: {y0}"
         on_step_t = on_jump_t = False
         if len(self.step_t):  # land on the next prescribed time, then on the next jump (it takes precedence)
             nxt = self.step_t[self.next_step_index]
-            on_step_t = bool(t0 < nxt < t0 + dt)
+            on_step_t = bool(t0 < nxt < t1)
             if on_step_t:
                 t1, dt = nxt, nxt - t0
         if len(self.jump_t):
@@ -105,7 +105,7 @@ class _LeanStages:
             accept = True
         if accept:
             self.func.callback_accept_step(t0, y0, dt)
-            interp_coeff = self._lean_interp(y0, y1, K, dt)
+            interp_coeff, self._lean_kept = _DenseOutput(self._lean_interp, y0, y1, K, dt), K
             if on_step_t and self.next_step_index != len(self.step_t) - 1:
                 self.next_step_index += 1
             if on_jump_t:
@@ -128,34 +128,60 @@ class _LeanStages:
         t0, dt, t1 = t0.to(y0.dtype), dt.to(y0.dtype), t1.to(y0.dtype)
         times, a_h = t0 + c * dt, a * dt
         y0f = y0.reshape(-1)
-        K = self._lean_buffer(f0, (len(rows) + 1, y0f.numel()))
-        K[0].copy_(f0.reshape(-1))
+        K, firsts, k = self._lean_buffer(f0, (len(rows) + 1, y0f.numel()))
+        k[0].copy_(f0.reshape(-1))
         yi = y0
         for i, (at_end, row) in enumerate(zip(ends, rows)):
             ti, perturb = (t1, Perturb.PREV) if at_end else (times[i], Perturb.NONE)
-            yi = torch.addmv(y0f, K[: i + 1].t(), a_h[row]).view_as(y0)
+            yi = torch.addmv(y0f, firsts[i], a_h[row]).view_as(y0)
             f = self.func(ti, yi, perturb=perturb)
             if f.requires_grad and torch.is_grad_enabled():
                 return None
-            K[i + 1].copy_(f.reshape(-1))
+            k[i + 1].copy_(f.reshape(-1))
         y1 = yi if fsal else torch.addmv(y0f, K.t(), dt * b).view_as(y0)
         err = torch.mv(K.t(), dt * b_err).view_as(y0)
         return y1, K[-1].view_as(y0), err, K
 
     def _lean_buffer(self, f0, shape):
-        """The stage buffer K [s, n] of this step: one of two kept buffers, the one f0 does not live in (f0 is the
-        last row of the previous step's buffer after an accepted step, and stays in it while steps are rejected).
-        Fresh buffers of this size would be paged in anew at every step."""
+        """(K, [K[:i]^T], [K[i]]): the stage buffer K [s, n] of this step with its views, of two buffers the one the
+        last accepted step did not fill (its last row is f0 of this step, unless a jump renewed f0, and its rows are
+        read by that step's dense output, :class:`_DenseOutput`). Fresh buffers of this size would be paged in anew
+        at every step."""
         bufs = getattr(self, "_lean_bufs", None)
-        if bufs is None or bufs[0].shape != shape or bufs[0].dtype != f0.dtype or bufs[0].device != f0.device:
-            bufs = self._lean_bufs = (f0.new_empty(shape), f0.new_empty(shape))
-        return bufs[1] if f0._base is bufs[0] else bufs[0]
+        if bufs is None or bufs[0][0].shape != shape or bufs[0][0].dtype != f0.dtype or bufs[0][0].device != f0.device:
+            Ks = (f0.new_empty(shape), f0.new_empty(shape))
+            bufs = self._lean_bufs = [(K, [K[: i + 1].t() for i in range(shape[0])], list(K.unbind(0))) for K in Ks]
+            self._lean_kept = None
+        return bufs[1] if self._lean_kept is bufs[0][0] else bufs[0]
 
     def _lean_interp(self, y0, y1, K, dt):
         """torchdiffeq's quartic dense output through (y0, f0), the midpoint y0 + K^T (h mid) and (y1, f1)."""
         dt = dt.type_as(y0)
         y_mid = torch.addmv(y0.reshape(-1), K.t(), dt * self.mid).view_as(y0)
         return _interp_fit(y0, y1, y_mid, K[0].view_as(y0), K[-1].view_as(y0), dt)
+
+
+class _DenseOutput:
+    """The coefficients of torchdiffeq's dense output on an accepted step (``_interp_fit``), fitted when first read:
+    torchdiffeq evaluates only the step that holds a requested output time (an adaptive solve to one end time reads
+    its last step only), and fits every step. Indexing and slicing as the list torchdiffeq's fit returns."""
+
+    def __init__(self, fit: Callable, *args):
+        self._fit, self._args, self._coeffs = fit, args, None
+
+    def _fitted(self) -> list:
+        if self._coeffs is None:
+            self._coeffs, self._args = self._fit(*self._args), None
+        return self._coeffs
+
+    def __getitem__(self, i):
+        return self._fitted()[i]
+
+    def __len__(self) -> int:
+        return len(self._fitted())
+
+    def __iter__(self):
+        return iter(self._fitted())
 
 
 class _LeanPerturb:
