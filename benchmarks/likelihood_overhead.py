@@ -195,6 +195,51 @@ def main(argv=None):
         f"{nfe_p} RHS, error {err(z_p, dl_p):.2e}, {sec_p * 1e3:.1f} ms against {sec_o * 1e3:.1f} ms: "
         f"speed-up x{sec_o / sec_p:5.2f}"
     )
+    solver_alone(B * d, B, tol, args.repeats, clock)
+
+
+def solver_alone(n_x: int, batch: int, tol: float, repeats: int, clock) -> None:
+    """The ODE solver's own time per right-hand-side call on a flat float64 state of the likelihood's size
+    n = n_x + batch ([x.flatten(), Delta]), with
+    a cheap right-hand side (a decaying linear field, a few vector operations, timed alone and subtracted):
+    torchdiffeq's dopri5 (``torchdiffeq.odeint``) against the lean stages of score_sde.solvers.lean_rk, the
+    same options (the last step landing on the end time, the split error norm of the likelihood)."""
+    import torchdiffeq
+
+    from score_sde.likelihood.augmented import _split_norm
+    from score_sde.solvers.lean_rk import odeint_lean
+
+    n = n_x + batch
+    rate = torch.linspace(0.5, 2.0, n, dtype=torch.float64)
+    y0, times = torch.ones(n, dtype=torch.float64), torch.tensor([0.0, 1.0], dtype=torch.float64)
+    calls = [0]
+
+    def f(t, y):
+        calls[0] += 1
+        return -rate * y * torch.cos(t)
+
+    def solve(odeint):
+        def run():
+            opts = {"step_t": times[-1:].clone(), "norm": _split_norm(n_x)}
+            return odeint(f, y0, times, rtol=tol / 100, atol=tol / 100, method="dopri5", options=opts)
+
+        return run
+
+    solve(torchdiffeq.odeint)()
+    nfe, calls[0] = calls[0], 0
+    solve(odeint_lean)()
+    same = calls[0] == nfe
+
+    def rhs_alone():
+        for _ in range(nfe):
+            f(times[0], y0)
+
+    (s_rhs, s_td, s_lean), _ = medians([rhs_alone, solve(torchdiffeq.odeint), solve(odeint_lean)], 5 * repeats, clock)
+    print(
+        f"  the ODE solver alone on a flat state of {n} (cheap right-hand side, {nfe} calls, same NFE: {same}): "
+        f"torchdiffeq's dopri5 {(s_td - s_rhs) / nfe * 1e6:6.1f} us per call, the lean stages "
+        f"{(s_lean - s_rhs) / nfe * 1e6:6.1f} us per call"
+    )
 
 
 def split_time(clock, run):

@@ -11,25 +11,36 @@ whose last stage is evaluated at y1 itself ("first same as last": k_s = f(t1, y1
 
 torchdiffeq keeps the stages as the last axis of one tensor k [n, s] and forms every stage's argument as
 ``torch.sum(k[..., :i] * (a_i h), dim=-1)``: each stage a strided product, a temporary of n x i entries and a
-reduction over the innermost axis of length <= s. On the likelihood's flat state (n = 8320) that costs about as
-much as a tenth of a network evaluation per stage (benchmarks/likelihood_overhead.py). Here the stages are the
-rows of a contiguous buffer K [s, n] and every combination is one matrix-vector product,
-``y0 + K[:i]^T (a_i h)`` (``torch.addmv``), and likewise the error estimate and the midpoint of the dense
-output.
+reduction over the innermost axis of length <= s (large enough, at n = 8320 for the likelihood's flat state, to
+be split over the threads, which on a busy machine waits for the slowest). Here the stages are the rows of a
+contiguous buffer K [s, n] and every combination is one matrix-vector product, ``y0 + K[:i]^T (a_i h)``
+(``torch.addmv``), and likewise the error estimate and the midpoint of the dense output. On that state the
+solver's own time per right-hand side fell from 185 to 70 microseconds (cheap right-hand side, one solve of 62
+calls; benchmarks/results/likelihood_overhead.txt gives the likelihood's split).
 
-What is torchdiffeq's and what is ours: the tableaus, the input checks and normalisation (tuple states, reversed
-time, the ``perturb`` wrapper), the first-step selection, the error ratio (``_compute_error_ratio``: the given
-norm of err / (atol + rtol max(|y0|, |y1|))), the step-size update (``_optimal_step_size``), the interpolation
-fit and evaluation and the output at the requested times are torchdiffeq's, called as they are. Ours is
-:meth:`_LeanStages._adaptive_step`: torchdiffeq forms the stages inside its adaptive step (a module function,
-not a method), so the step is restated here around the lean stages, with torchdiffeq's decisions in
-torchdiffeq's order (the clamp of h to [min_step, max_step], landing on ``step_t`` / ``jump_t``, accept when
-the error ratio is <= 1, the next step size). Only the order of the floating-point sums inside a stage
-changes, so states differ from torchdiffeq's at the level of round-off (~1e-16 relative in float64;
-tests/test_ode_lean.py holds the two within 1e-12 with the same accepted and rejected steps).
+What is torchdiffeq's and what is ours. torchdiffeq's, called as they are: the tableaus, the input checks and
+normalisation (``_check_inputs``: tuple states, reversed time, the default norm, the callbacks), the first-step
+selection, the error ratio (``_compute_error_ratio``: the given norm of err / (atol + rtol max(|y0|, |y1|))), the
+step-size update (``_optimal_step_size``), the interpolation (``_interp_fit``, ``_interp_evaluate``) and the loop
+over the requested output times. Ours:
 
-Where an autograd graph runs through the solve (y0 or a stage requiring grad), or for dtypes other than
-float32 / float64 (``torch.addmv`` on half precision), the step is torchdiffeq's own, unchanged.
+- :meth:`_LeanStages._adaptive_step`: torchdiffeq forms the stages inside its adaptive step (a module function,
+  not a method), so the step is restated around the lean stages with torchdiffeq's decisions in torchdiffeq's
+  order (h clamped to [min_step, max_step], its two checks, landing on ``step_t`` / ``jump_t``, accept when the
+  error ratio is <= 1, the next step size);
+- two stage buffers kept for the solve (a fresh one per step would be paged in anew), the step writing into the
+  one the last accepted step did not fill;
+- the dense output of an accepted step fitted when first read (:class:`_DenseOutput`; torchdiffeq fits every
+  step, an adaptive solve to one end time reads only its last);
+- the time perturbation at a step's end (:class:`_LeanPerturb`) without torchdiffeq's per-call module and
+  autograd function.
+
+Only the order of the floating-point sums inside a stage changes: states differ from torchdiffeq's at the level
+of round-off and the accepted and rejected steps are the same (tests/test_ode_lean.py: within 1e-12 in float64;
+the next step size follows the error estimate, a sum with cancellation, so it agrees to ~1e-8 relative where that
+estimate is far below the tolerance). Where an autograd graph runs through the solve (y0, f0 or a stage requiring
+grad), or for dtypes other than float32 / float64 (``torch.addmv`` on half precision), the step is torchdiffeq's
+own, unchanged.
 """
 
 from __future__ import annotations
