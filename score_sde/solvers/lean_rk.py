@@ -14,9 +14,9 @@ torchdiffeq keeps the stages as the last axis of one tensor k [n, s] and forms e
 reduction over the innermost axis of length <= s (large enough, at n = 8320 for the likelihood's flat state, to
 be split over the threads, which on a busy machine waits for the slowest). Here the stages are the rows of a
 contiguous buffer K [s, n] and every combination is one matrix-vector product, ``y0 + K[:i]^T (a_i h)``
-(``torch.addmv``), and likewise the error estimate and the midpoint of the dense output. On that state the
-solver's own time per right-hand side fell from 185 to 70 microseconds (cheap right-hand side, one solve of 62
-calls; benchmarks/results/likelihood_overhead.txt gives the likelihood's split).
+(``torch.addmv``), and likewise the error estimate and the midpoint of the dense output. On that state, with a
+cheap right-hand side, the solver's own CPU time per call fell from 399 to 117 microseconds (2 threads; the last
+line of benchmarks/results/likelihood_overhead.txt, which also splits the likelihood's calls).
 
 What is torchdiffeq's and what is ours. torchdiffeq's, called as they are: the tableaus, the input checks and
 normalisation (``_check_inputs``: tuple states, reversed time, the default norm, the callbacks), the first-step
