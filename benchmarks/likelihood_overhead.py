@@ -13,16 +13,20 @@ Printed, each a median of ``--repeats`` interleaved runs:
 3. the official recipe (``official_style_log_likelihood`` of benchmarks/likelihood_vs_official.py: scipy RK45,
    float32 numpy round trips, a no-grad forward for the drift and a forward + backward for the divergence)
    against ``ss.log_likelihood`` at the same tolerance: total time, NFE, time per call, and the speed-up
-   (target >= 1.3), for our default (torchdiffeq's ``dopri5``; error norm: the larger of the RMS error ratios of
-   x and of Delta), for ``method="scipy_rk45"`` (scipy's RK45, the official recipe's integrator, with our norm),
-   for it with ``options={"norm": "rms"}`` (the official recipe's norm: the RMS over the whole flat state) and
-   for ``state_dtype=torch.float32``;
+   (target >= 1.3), (a) for our default (torchdiffeq's ``dopri5`` through score_sde.solvers.lean_rk; error norm:
+   the larger of the RMS error ratios of x and of Delta), (b) in the official recipe's norm
+   (``options={"norm": "rms"}``: the RMS over the whole flat state) for ``dopri5`` and for ``method="scipy_rk45"``
+   (scipy's RK45, the official recipe's integrator), and for ``method="scipy_rk45"`` with our norm and for
+   ``state_dtype=torch.float32``;
 4. where one call's time goes (inside our right-hand side or in the ODE solver), the errors at that tolerance
-   against the same ODE solved in float64 at 1e-10, our default at equal accuracy, and a what-if that is not a
-   score_sde path: our right-hand side integrated by scipy's RK45 (the official recipe's step-size controller and
-   error norm), which separates the cost of a right-hand side from the number of them.
+   against the same ODE solved in float64 at 1e-10, (c) our default at equal accuracy, and a what-if that is not
+   a score_sde path: our right-hand side integrated by scipy's RK45 (the official recipe's step-size controller
+   and error norm), which separates the cost of a right-hand side from the number of them;
+5. the ODE solver alone on a flat state of the same size with a cheap right-hand side: torchdiffeq's ``dopri5``
+   (``torchdiffeq.odeint``) against the lean stages, per call.
 
-Run: ``.venv/bin/python benchmarks/likelihood_overhead.py`` (output: benchmarks/results/likelihood_overhead.txt).
+Run: ``.venv/bin/python benchmarks/likelihood_overhead.py --repeats 9`` (output:
+benchmarks/results/likelihood_overhead.txt).
 """
 
 from __future__ import annotations
