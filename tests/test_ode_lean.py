@@ -136,3 +136,13 @@ def test_the_dense_output_at_many_times_as_torchdiffeq():
     ys, f_lean = _solve(odeint_lean, "dopri5", t=t, tol=1e-6, first_step=0.4)
     assert sum(not ok for *_, ok in f_ref.steps) >= 2 and len(f_lean.steps) == len(f_ref.steps) < 40
     assert (ys - ref).abs().max() <= 1e-12 * float(ref.abs().max())
+
+
+def test_min_and_max_step_as_torchdiffeq():
+    """A bounded step (max_step caps it, a step at min_step is accepted whatever its error): the same decisions."""
+    opts = {"first_step": 0.4, "max_step": 0.1, "min_step": 0.06}
+    ref, f_ref = _solve(torchdiffeq.odeint, "dopri5", tol=1e-12, max_num_steps=500, **opts)
+    ys, f_lean = _solve(odeint_lean, "dopri5", tol=1e-12, max_num_steps=500, **opts)
+    assert max(dt for _, dt, _ in f_ref.steps) <= 0.1 + 1e-15 and any(dt == 0.06 for _, dt, _ in f_ref.steps)
+    assert [ok for *_, ok in f_lean.steps] == [ok for *_, ok in f_ref.steps]
+    assert (ys - ref).abs().max() <= 1e-12 * float(ref.abs().max())
