@@ -54,9 +54,12 @@ def load_peer():
     return mod
 
 
-def medians(fns, repeats, clock=time.process_time):
-    """Median time of each callable (round-robin after one warm-up each) and each one's last result."""
+def medians(fns, repeats, clock=time.process_time, raw=None):
+    """Median time of each callable (round-robin after one warm-up each) and each one's last result; ``raw``, a
+    list, receives every callable's times (one per round)."""
     times, outs = [[] for _ in fns], [None] * len(fns)
+    if raw is not None:
+        raw[:] = times
     for fn in fns:
         fn()
     for _ in range(repeats):
@@ -130,7 +133,8 @@ def main(argv=None):
     ]
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
     fns = [bare_fb, bare_rhs, official] + [ours(**kw) for _, kw, _ in variants]
-    secs, outs = medians(fns, args.repeats, clock)
+    rounds = []
+    secs, outs = medians(fns, args.repeats, clock, raw=rounds)
     fb, one_rhs = secs[0] / args.fb_calls, secs[1] / args.fb_calls
     print(f"\n  one bare forward + vector-Jacobian product of the net (F+B): {fb * 1e3:7.3f} ms")
     print(f"  our augmented right-hand side alone, called at a fixed state: {one_rhs * 1e3:7.3f} ms = "
@@ -142,11 +146,14 @@ def main(argv=None):
     print("  score_sde.log_likelihood (whole call / NFE; targets: <= 1.10 x F+B per RHS, >= 1.30x the official speed)")
     print(f"  (a) at the official's tolerance {tol:g}, our default error norm (the larger RMS of x's and of Delta's "
           "errors);\n  (b) the same tolerance in the official's norm (the RMS over the whole flat state [x, Delta])")
-    for (name, _, group), sec, res in zip(variants, secs[3:], outs[3:]):
+    print("  (paired: the median over rounds of the ratio within a round, F+B and the official recipe timed in it)")
+    for k, ((name, _, group), sec, res) in enumerate(zip(variants, secs[3:], outs[3:]), start=3):
         per = sec / res.nfe
+        pair_fb = statistics.median(t / res.nfe / (f / args.fb_calls) for t, f in zip(rounds[k], rounds[0]))
+        pair_o = statistics.median(o / t for t, o in zip(rounds[k], rounds[2]))
         print(
             f"   {group} {name:<28s} {sec * 1e3:8.1f} ms, {res.nfe:4d} RHS, {per * 1e3:6.3f} ms/RHS = {per / fb:5.3f} "
-            f"x F+B; speed-up vs official x{sec_o / sec:5.2f}"
+            f"x F+B (paired {pair_fb:5.3f}); speed-up vs official x{sec_o / sec:5.2f} (paired {pair_o:4.2f})"
         )
     # where the time of the whole call goes: inside our right-hand side (score, divergence, drift) or in the solver
     for name, kw, _ in variants[:3]:
