@@ -15,8 +15,8 @@ reduction over the innermost axis of length <= s (large enough, at n = 8320 for 
 be split over the threads, which on a busy machine waits for the slowest). Here the stages are the rows of a
 contiguous buffer K [s, n] and every combination is one matrix-vector product, ``y0 + K[:i]^T (a_i h)``
 (``torch.addmv``), and likewise the error estimate and the midpoint of the dense output. On that state, with a
-cheap right-hand side, the solver's own CPU time per call fell from 399 to 117 microseconds (2 threads; the last
-line of benchmarks/results/likelihood_overhead.txt, which also splits the likelihood's calls).
+cheap right-hand side, the solver's own CPU time per call is 114-119 microseconds against torchdiffeq's 371-427
+(2 threads; the last line of each of the five runs in benchmarks/results/likelihood_overhead_runs.txt).
 
 What is torchdiffeq's and what is ours. torchdiffeq's, called as they are: the tableaus, the input checks and
 normalisation (``_check_inputs``: tuple states, reversed time, the default norm, the callbacks), the first-step
@@ -26,8 +26,9 @@ over the requested output times. Ours:
 
 - :meth:`_LeanStages._adaptive_step`: torchdiffeq forms the stages inside its adaptive step (a module function,
   not a method), so the step is restated around the lean stages with torchdiffeq's decisions in torchdiffeq's
-  order (h clamped to [min_step, max_step], its two checks, landing on ``step_t`` / ``jump_t``, accept when the
-  error ratio is <= 1, the next step size);
+  order (h clamped to [min_step, max_step], its checks that t advances and that the state is finite, the latter
+  by one sum unless that sum is not finite, landing on ``step_t`` / ``jump_t``, accept when the error ratio is
+  <= 1 or h is at a positive min_step, the next step size);
 - two stage buffers kept for the solve (a fresh one per step would be paged in anew), the step writing into the
   one the last accepted step did not fill;
 - the dense output of an accepted step fitted when first read (:class:`_DenseOutput`; torchdiffeq fits every
