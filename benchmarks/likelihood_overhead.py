@@ -13,16 +13,20 @@ Printed, each a median of ``--repeats`` interleaved runs:
 3. the official recipe (``official_style_log_likelihood`` of benchmarks/likelihood_vs_official.py: scipy RK45,
    float32 numpy round trips, a no-grad forward for the drift and a forward + backward for the divergence)
    against ``ss.log_likelihood`` at the same tolerance: total time, NFE, time per call, and the speed-up
-   (target >= 1.3), for our default (torchdiffeq's ``dopri5``; error norm: the larger of the RMS error ratios of
-   x and of Delta), for ``method="scipy_rk45"`` (scipy's RK45, the official recipe's integrator, with our norm),
-   for it with ``options={"norm": "rms"}`` (the official recipe's norm: the RMS over the whole flat state) and
-   for ``state_dtype=torch.float32``;
+   (target >= 1.3), (a) for our default (torchdiffeq's ``dopri5`` through score_sde.solvers.lean_rk; error norm:
+   the larger of the RMS error ratios of x and of Delta), (b) in the official recipe's norm
+   (``options={"norm": "rms"}``: the RMS over the whole flat state) for ``dopri5`` and for ``method="scipy_rk45"``
+   (scipy's RK45, the official recipe's integrator), and for ``method="scipy_rk45"`` with our norm and for
+   ``state_dtype=torch.float32``;
 4. where one call's time goes (inside our right-hand side or in the ODE solver), the errors at that tolerance
-   against the same ODE solved in float64 at 1e-10, our default at equal accuracy, and a what-if that is not a
-   score_sde path: our right-hand side integrated by scipy's RK45 (the official recipe's step-size controller and
-   error norm), which separates the cost of a right-hand side from the number of them.
+   against the same ODE solved in float64 at 1e-10, (c) our default at equal accuracy, and a what-if that is not
+   a score_sde path: our right-hand side integrated by scipy's RK45 (the official recipe's step-size controller
+   and error norm), which separates the cost of a right-hand side from the number of them;
+5. the ODE solver alone on a flat state of the same size with a cheap right-hand side: torchdiffeq's ``dopri5``
+   (``torchdiffeq.odeint``) against the lean stages, per call.
 
-Run: ``.venv/bin/python benchmarks/likelihood_overhead.py`` (output: benchmarks/results/likelihood_overhead.txt).
+Run: ``.venv/bin/python benchmarks/likelihood_overhead.py --repeats 9`` (output:
+benchmarks/results/likelihood_overhead.txt).
 """
 
 from __future__ import annotations
@@ -50,9 +54,12 @@ def load_peer():
     return mod
 
 
-def medians(fns, repeats, clock=time.process_time):
-    """Median time of each callable (round-robin after one warm-up each) and each one's last result."""
+def medians(fns, repeats, clock=time.process_time, raw=None):
+    """Median time of each callable (round-robin after one warm-up each) and each one's last result; ``raw``, a
+    list, receives every callable's times (one per round)."""
     times, outs = [[] for _ in fns], [None] * len(fns)
+    if raw is not None:
+        raw[:] = times
     for fn in fns:
         fn()
     for _ in range(repeats):
@@ -115,15 +122,19 @@ def main(argv=None):
 
         return run
 
+    # (label, keywords, group): (a) our default at the official recipe's tolerance; (b) the same tolerance in the
+    # same error norm as the official recipe (the RMS over the whole flat state); other paths
     variants = [
-        ("default (dopri5, float64 state)", {}),
-        ("method='scipy_rk45'", {"method": "scipy_rk45"}),
-        ("scipy_rk45, norm='rms'", {"method": "scipy_rk45", "options": {"norm": "rms"}}),
-        ("state_dtype=float32 (dopri5)", {"state_dtype": torch.float32}),
+        ("default (dopri5, split norm)", {}, "a"),
+        ("dopri5, norm='rms'", {"options": {"norm": "rms"}}, "b"),
+        ("scipy_rk45, norm='rms'", {"method": "scipy_rk45", "options": {"norm": "rms"}}, "b"),
+        ("scipy_rk45 (split norm)", {"method": "scipy_rk45"}, " "),
+        ("dopri5, state_dtype=float32", {"state_dtype": torch.float32}, " "),
     ]
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
-    fns = [bare_fb, bare_rhs, official] + [ours(**kw) for _, kw in variants]
-    secs, outs = medians(fns, args.repeats, clock)
+    fns = [bare_fb, bare_rhs, official] + [ours(**kw) for _, kw, _ in variants]
+    rounds = []
+    secs, outs = medians(fns, args.repeats, clock, raw=rounds)
     fb, one_rhs = secs[0] / args.fb_calls, secs[1] / args.fb_calls
     print(f"\n  one bare forward + vector-Jacobian product of the net (F+B): {fb * 1e3:7.3f} ms")
     print(f"  our augmented right-hand side alone, called at a fixed state: {one_rhs * 1e3:7.3f} ms = "
@@ -133,14 +144,19 @@ def main(argv=None):
     print(f"  official recipe (scipy RK45, 2 net calls per RHS): {sec_o * 1e3:8.1f} ms, {nfe_o:4d} RHS, "
           f"{sec_o / nfe_o * 1e3:6.3f} ms/RHS = {sec_o / nfe_o / fb:5.2f} x F+B")
     print("  score_sde.log_likelihood (whole call / NFE; targets: <= 1.10 x F+B per RHS, >= 1.30x the official speed)")
-    for (name, _), sec, res in zip(variants, secs[3:], outs[3:]):
+    print(f"  (a) at the official's tolerance {tol:g}, our default error norm (the larger RMS of x's and of Delta's "
+          "errors);\n  (b) the same tolerance in the official's norm (the RMS over the whole flat state [x, Delta])")
+    print("  (paired: the median over rounds of the ratio within a round, F+B and the official recipe timed in it)")
+    for k, ((name, _, group), sec, res) in enumerate(zip(variants, secs[3:], outs[3:]), start=3):
         per = sec / res.nfe
+        pair_fb = statistics.median(t / res.nfe / (f / args.fb_calls) for t, f in zip(rounds[k], rounds[0]))
+        pair_o = statistics.median(o / t for t, o in zip(rounds[k], rounds[2]))
         print(
-            f"    {name:<27s} {sec * 1e3:8.1f} ms, {res.nfe:4d} RHS, {per * 1e3:6.3f} ms/RHS = {per / fb:5.3f} x F+B; "
-            f"speed-up vs official x{sec_o / sec:5.2f}"
+            f"   {group} {name:<28s} {sec * 1e3:8.1f} ms, {res.nfe:4d} RHS, {per * 1e3:6.3f} ms/RHS = {per / fb:5.3f} "
+            f"x F+B (paired {pair_fb:5.3f}); speed-up vs official x{sec_o / sec:5.2f} (paired {pair_o:4.2f})"
         )
     # where the time of the whole call goes: inside our right-hand side (score, divergence, drift) or in the solver
-    for name, kw in (variants[0], variants[2]):
+    for name, kw, _ in variants[:3]:
         splits = [split_time(clock, ours(**kw)) for _ in range(args.repeats)]
         inside, total, nfe = (statistics.median(v) for v in zip(*splits))
         print(f"  {name}, the call split (medians): {inside / nfe * 1e3:6.3f} ms/RHS inside our right-hand side "
@@ -155,7 +171,7 @@ def main(argv=None):
 
     e_o = err(z_o, dl_o)
     print(f"\n  max |error| / dim at rtol = atol = {tol:g}: official {e_o:.2e}; "
-          + "; ".join(f"{name} {err(r.z, r.delta):.2e}" for (name, _), r in zip(variants, outs[3:])))
+          + "; ".join(f"{name} {err(r.z, r.delta):.2e}" for (name, _, _), r in zip(variants, outs[3:])))
     # equal accuracy: our default at its loosest tolerance whose error is at most the official recipe's
     ladder = [v * tol for v in (20, 10, 5, 2, 1)]
     for t_s in ladder:
@@ -166,8 +182,8 @@ def main(argv=None):
         return ss.log_likelihood(sde, net, x, divergence="hutchinson", probes=probe, rtol=t_s, atol=t_s)
 
     (sec_o, sec_s), (_, res) = medians([official, ours_at], args.repeats, clock)
-    print(f"  equal accuracy: our default at rtol = atol = {t_s:g} (loosest of {[f'{v:g}' for v in ladder]} with error "
-          f"<= the official's): {res.nfe} RHS, error {err(res.z, res.delta):.2e}, {sec_s * 1e3:.1f} ms against "
+    print(f"  (c) equal accuracy: our default at rtol = atol = {t_s:g} (loosest of {[f'{v:g}' for v in ladder]} with "
+          f"error <= the official's): {res.nfe} RHS, error {err(res.z, res.delta):.2e}, {sec_s * 1e3:.1f} ms against "
           f"{sec_o * 1e3:.1f} ms: speed-up x{sec_o / sec_s:5.2f}")
     # what-if (not a score_sde path): our right-hand side under plain scipy RK45, i.e. the official recipe's
     # step-size controller and its error norm (RMS over the whole [x, Delta], where our default takes the larger
@@ -189,6 +205,51 @@ def main(argv=None):
         f"  what-if, our right-hand side under plain scipy RK45 (the official's norm) at {tol:g}: "
         f"{nfe_p} RHS, error {err(z_p, dl_p):.2e}, {sec_p * 1e3:.1f} ms against {sec_o * 1e3:.1f} ms: "
         f"speed-up x{sec_o / sec_p:5.2f}"
+    )
+    solver_alone(B * d, B, tol, args.repeats, clock)
+
+
+def solver_alone(n_x: int, batch: int, tol: float, repeats: int, clock) -> None:
+    """The ODE solver's own time per right-hand-side call on a flat float64 state of the likelihood's size
+    n = n_x + batch ([x.flatten(), Delta]), with
+    a cheap right-hand side (a decaying linear field, a few vector operations, timed alone and subtracted):
+    torchdiffeq's dopri5 (``torchdiffeq.odeint``) against the lean stages of score_sde.solvers.lean_rk, the
+    same options (the last step landing on the end time, the split error norm of the likelihood)."""
+    import torchdiffeq
+
+    from score_sde.likelihood.augmented import _split_norm
+    from score_sde.solvers.lean_rk import odeint_lean
+
+    n = n_x + batch
+    rate = torch.linspace(0.5, 2.0, n, dtype=torch.float64)
+    y0, times = torch.ones(n, dtype=torch.float64), torch.tensor([0.0, 1.0], dtype=torch.float64)
+    calls = [0]
+
+    def f(t, y):
+        calls[0] += 1
+        return -rate * y * torch.cos(t)
+
+    def solve(odeint):
+        def run():
+            opts = {"step_t": times[-1:].clone(), "norm": _split_norm(n_x)}
+            return odeint(f, y0, times, rtol=tol / 100, atol=tol / 100, method="dopri5", options=opts)
+
+        return run
+
+    solve(torchdiffeq.odeint)()
+    nfe, calls[0] = calls[0], 0
+    solve(odeint_lean)()
+    same = calls[0] == nfe
+
+    def rhs_alone():
+        for _ in range(nfe):
+            f(times[0], y0)
+
+    (s_rhs, s_td, s_lean), _ = medians([rhs_alone, solve(torchdiffeq.odeint), solve(odeint_lean)], 5 * repeats, clock)
+    print(
+        f"  the ODE solver alone on a flat state of {n} (cheap right-hand side, {nfe} calls, same NFE: {same}): "
+        f"torchdiffeq's dopri5 {(s_td - s_rhs) / nfe * 1e6:6.1f} us per call, the lean stages "
+        f"{(s_lean - s_rhs) / nfe * 1e6:6.1f} us per call"
     )
 
 

@@ -193,6 +193,14 @@ MUTANTS: list[Mutant] = [
     Mutant("bound_no_halving", "score_sde/gridfit/bound.py", "coarse, fine = self._run(times), self._run(halve(",
            "coarse, fine = self._run(times), self._run((", ("tests/test_gridfit.py",),
            "step-doubling bound compares the grid with itself"),
+    Mutant("lean_rk_overwrites_dense_output", "score_sde/solvers/lean_rk.py",
+           "return bufs[1] if self._lean_kept is bufs[0][0] else bufs[0]", "return bufs[0]",
+           ("tests/test_ode_lean.py",), "the lean step overwrites the last accepted step's stages (f0, dense output)"),
+    Mutant("lean_rk_stage_time", "score_sde/solvers/lean_rk.py", "else (times[i], Perturb.NONE)",
+           "else (t0, Perturb.NONE)", ("tests/test_ode_lean.py",), "every inner stage evaluated at the step's start"),
+    Mutant("lean_rk_error_without_last_stage", "score_sde/solvers/lean_rk.py",
+           "err = torch.mv(K.t(), dt * b_err)", "err = torch.mv(firsts[-2], dt * b_err[:-1])",
+           ("tests/test_ode_lean.py",), "the error estimate without the first-same-as-last stage"),
 ]
 
 

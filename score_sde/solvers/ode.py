@@ -37,6 +37,7 @@ from ..sde.base import LinearSDE
 from ..utils import FiniteWatch, ScoreGuard, check_ode_dtype, check_tolerance
 from .driver import AdaptiveMethod, run
 from .grids import make_grid
+from .lean_rk import odeint_lean
 from .observer import Observer, OutputOptions, SampleResult
 from .problem import CountingScore, Problem
 from .scipy_ode import SCIPY_METHODS, ScipySolveError, odeint_scipy
@@ -144,8 +145,6 @@ def odeint_clamped(
         torchdiffeq's bare ``AssertionError`` (step-size underflow, too many steps), naming the first time
         the right-hand side returned NaN/inf when it did.
     """
-    import torchdiffeq
-
     rtol, atol = check_tolerance("rtol", rtol), check_tolerance("atol", atol)
     options = dict(options or {})
     times = torch.as_tensor(times)
@@ -185,7 +184,7 @@ def odeint_clamped(
                 raise TypeError(f"method {method!r} (scipy) integrates one tensor state, not a tuple")
             ys = odeint_scipy(wrapped, y0, times, rtol=rtol, atol=atol, method=method, options=options)
         else:
-            ys = torchdiffeq.odeint(wrapped, y0, times, rtol=rtol, atol=atol, method=method, options=options)
+            ys = odeint_lean(wrapped, y0, times, rtol=rtol, atol=atol, method=method, options=options)
     except (AssertionError, ScipySolveError) as e:
         first_t = watch.first_time()
         if first_t is not None:
