@@ -210,7 +210,7 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--batch", type=int, default=512)
     p.add_argument("--hidden", type=int, default=128)
-    p.add_argument("--repeats", type=int, default=15)
+    p.add_argument("--repeats", type=int, default=25)
     p.add_argument("--quick", action="store_true")
     p.add_argument(
         "--reference-steps",
