@@ -2,10 +2,11 @@
 
 A fixed-grid step multiplies tensors by schedule scalars and hands the score its time as a [B] tensor. Held as
 ready-made tensors (0-d scalars in the data's dtype, [B] time vectors, the grid's 0-d times), they spare each
-operation the wrapping of a Python number into a new tensor; making them costs about 0.4 us each, i.e. a few us
-per step of a run. Runs over the same grid (batches of samples, repeated timings) find them here instead: the
-table is keyed by the *values* it is made from (the floats of a rule's rows, the grid's times), so a hit is
-exactly the tensors a fresh run would make. The tensors are constants: nothing writes into them.
+operation the wrapping of a Python number into a new tensor, but making them is itself a cost per step of a run
+(benchmarks/loop_overhead.py, its "first run" column). Runs over the same grid (batches of samples, repeated
+timings) find them here instead: the table is keyed by the *values* it is made from (the floats of a rule's rows,
+the grid's times), so a hit is exactly the tensors a fresh run would make. The tensors are constants: nothing
+writes into them.
 """
 
 from __future__ import annotations

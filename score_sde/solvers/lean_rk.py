@@ -14,9 +14,9 @@ torchdiffeq keeps the stages as the last axis of one tensor k [n, s] and forms e
 reduction over the innermost axis of length <= s (large enough, at n = 8320 for the likelihood's flat state, to
 be split over the threads, which on a busy machine waits for the slowest). Here the stages are the rows of a
 contiguous buffer K [s, n] and every combination is one matrix-vector product, ``y0 + K[:i]^T (a_i h)``
-(``torch.addmv``), and likewise the error estimate and the midpoint of the dense output. On that state, with a
-cheap right-hand side, the solver's own CPU time per call is 114-119 microseconds against torchdiffeq's 371-427
-(2 threads; the last line of each of the five runs in benchmarks/results/likelihood_overhead_runs.txt).
+(``torch.addmv``), and likewise the error estimate and the midpoint of the dense output. The solver's own time
+per call on that state, against torchdiffeq's, is the last line of ``benchmarks/likelihood_overhead.py``'s output
+(benchmarks/results/likelihood_overhead_runs.txt).
 
 What is torchdiffeq's and what is ours. torchdiffeq's, called as they are: the tableaus, the input checks and
 normalisation (``_check_inputs``: tuple states, reversed time, the default norm, the callbacks), the first-step
