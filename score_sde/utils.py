@@ -98,15 +98,18 @@ class NonFiniteScoreWarning(RuntimeWarning):
 class FiniteWatch:
     """Notes, at almost no cost, whether tensors handed to :meth:`see` held NaN/inf, and the first time one did.
 
-    NaN/inf anywhere in a tensor makes its sum non-finite. CPU tensors are held (by reference, up to
+    NaN/inf anywhere in a tensor makes its sum non-finite. Small CPU tensors are held (by reference, up to
     :attr:`HOLD` entries in all) and summed together in one operation when that many have come or when a result
     is asked for; only a non-finite total sends it back to the held tensors one by one, to name the first one
-    holding NaN/inf (a total that merely overflowed names none). On an accelerator each tensor's sum is kept as a
-    tensor and all are read in one sync by :meth:`first_bad`. Either way a fixed-grid step pays one list append
-    instead of a reduction and a read of its value.
+    holding NaN/inf (a total that merely overflowed names none). A CPU tensor of :attr:`HOLD` entries or more is
+    summed and read at once (its network costs far more than the sum). On an accelerator each tensor's sum is kept
+    as a tensor and all are read in one sync by :meth:`first_bad`. So a step with a small score output pays a list
+    append, not a reduction and a read of its value; the held window stays small (16 KiB of float32) because a
+    large one, and the stacked copy its check makes, crowd the network's own working memory out of the caches
+    (measured: benchmarks/loop_overhead.py).
     """
 
-    HOLD = 1 << 16  # CPU entries held before one summed check (256 KiB of float32)
+    HOLD = 1 << 12  # CPU entries held before one summed check (16 KiB of float32)
 
     def __init__(self):
         self.calls = 0
@@ -123,7 +126,7 @@ class FiniteWatch:
         if self._first is not None:  # the first non-finite one is known: nothing left to find
             return
         v = out.detach() if out.requires_grad else out
-        if v.is_cpu:
+        if v.is_cpu:  # a tensor of HOLD entries or more is checked at once, on its own (no stacked copy)
             self._held.append((i, v, t))
             self._held_n += v.numel()
             if self._held_n >= self.HOLD:
@@ -140,7 +143,8 @@ class FiniteWatch:
             return
         try:
             vs = [v for _, v, _ in held]
-            total = torch.stack(vs).sum(dtype=torch.float32) if vs[0].dtype in _HALF else torch.stack(vs).sum()
+            both = vs[0] if len(vs) == 1 else torch.stack(vs)
+            total = both.sum(dtype=torch.float32) if vs[0].dtype in _HALF else both.sum()
             if math.isfinite(total.item()):
                 return
         except RuntimeError:  # several shapes or dtypes, or a tensor that can no longer be read: one by one
