@@ -15,7 +15,7 @@ from ..solvers.observer import Observer, OutputOptions, SampleResult
 from ..solvers.ode import ADAPTIVE_METHODS, odeint_clamped
 from ..solvers.problem import Problem
 from ..solvers.scipy_ode import SCIPY_METHODS
-from ..utils import flat_dim
+from ..utils import FiniteWatch, ScoreGuard, flat_dim
 from .divergence import _VJP, _depends_on_other_leaf, _divergence_exact, _divergence_hutchinson, _no_graph_divergence
 from .options import DivergenceOptions, ODESolveOptions
 
@@ -39,6 +39,7 @@ class _AugmentedPFODE:
         self.create_graph = div.create_graph  # None: decided at the first call
         self.vjp = _VJP()
         self.dims = None  # [D] * B in the state dtype: the x-coefficient of the Delta row, made once
+        self.watch = FiniteWatch()  # NaN/inf in div s (no sync per call); the score's output has its own guard
 
     def __call__(self, t, y):
         x_state = y[: self.n].view(self.shape)  # names: x_state (state dtype), x (work dtype), x_leaf (graph leaf)
@@ -61,17 +62,23 @@ class _AugmentedPFODE:
                 div_s = _divergence_exact(s, x_leaf, self.vjp, cg, self.chunk_size, x_state.dtype)
             else:
                 div_s = _divergence_hutchinson(s, x_leaf, self.probes_work, self.probes, self.vjp, cg)
-        if not cg:
-            s, div_s = s.detach(), div_s.detach()
-        # the PF drift is linear in (x, s), and its divergence is the same formula at (D, div s):
-        # d[x, Delta]/dt = f(t) [x, D] - 1/2 g(t)^2 [s, div s], one shared drift on the flat state
-        tc = t.to(x.dtype) if keep else t.detach().to(torch.float64)
+        self.watch.see(div_s, t)  # the score's own output is watched by its ScoreGuard
         if self.dims is None or self.dims.dtype != y.dtype or self.dims.device != y.device:
             self.dims = y.new_full((B,), D)
+        # the PF drift is linear in (x, s), and its divergence is the same formula at (D, div s):
+        # d[x, Delta]/dt = f(t) [x, D] - 1/2 g(t)^2 [s, div s], one shared drift on the flat state
+        if cg:
+            tc = t.to(x.dtype) if keep else t.detach().to(torch.float64)
+            sd = torch.cat((s.reshape(-1), div_s))
+            sd = sd if sd.dtype == y.dtype else sd.to(y.dtype)
+            return self.sde.reverse_drift(torch.cat((y[: self.n], self.dims)), tc, sd)
+        # no graph: the same products in place on fresh buffers, at the coefficients of one detached float64 time
+        # (Python floats where the schedule has them: LinearSDE.drift_coefficients), bit for bit reverse_drift's
+        f, g2 = self.sde.drift_coefficients(t.detach().to(torch.float64))
         # torch.cat casts s (work dtype) to the dtype of div s (the state's, but for a score constant in x) in its copy
-        sd = torch.cat((s.reshape(-1), div_s))
+        sd = torch.cat((s.detach().reshape(-1), div_s))
         sd = sd if sd.dtype == y.dtype else sd.to(y.dtype)
-        return self.sde.reverse_drift(torch.cat((y[: self.n], self.dims)), tc, sd)
+        return torch.cat((y[: self.n], self.dims)).mul_(f).sub_(sd.mul_(0.5 * g2))
 
 
 def _split_norm(n: int) -> Callable:
@@ -176,8 +183,23 @@ class AugmentedODE(AdaptiveMethod):
             method=method,
             options=options,
             on_call=observer.progress_hook(f"log_likelihood[{method}]", float(times[0]), float(times[-1])),
+            watch=_Watches(problem.score.fn, problem.rhs.watch) if isinstance(problem.score.fn, ScoreGuard) else None,
         )
         return SampleResult(x=sol.y, nfe=problem.score.nfe, grid=times, info={"method": method})
+
+
+class _Watches:
+    """The NaN/inf watches of the augmented right-hand side, the score's (its :class:`ScoreGuard`) and div s's, as
+    one for :func:`odeint_clamped`: the right-hand side [f x - g^2/2 s, f D - g^2/2 div s] is finite where x, s
+    and div s are (the solver checks x), so its output needs no check of its own."""
+
+    def __init__(self, *watches: FiniteWatch):
+        self.watches = watches
+
+    def first_time(self) -> float | None:
+        """The time of the earliest call at which one of the watches saw NaN/inf, or None."""
+        found = [(i, w.first_time()) for w in self.watches if (i := w.first_bad()) is not None]
+        return min(found, key=lambda f: f[0])[1] if found else None
 
 
 def _rms_norm(r: torch.Tensor) -> torch.Tensor:

@@ -106,6 +106,17 @@ class VPSDE(LinearSDE):
     def g2(self, t) -> torch.Tensor:
         return self.beta(t)
 
+    def drift_coefficients(self, t: torch.Tensor) -> tuple:
+        """(f(t), g(t)^2) = (-beta(t) / 2, beta(t)) as Python floats for the linear schedule, computed as
+        :meth:`beta` and :meth:`dlog_alpha_dt` compute them on a float64 tensor (the same double operations, bit for
+        bit); the cosine schedule and subclasses that redefine beta or g2 (sub-VP, the discrete chain) keep the
+        tensor form of :meth:`LinearSDE.drift_coefficients`."""
+        cls = type(self)
+        if self.schedule != "linear" or cls.beta is not VPSDE.beta or cls.g2 is not VPSDE.g2:
+            return super().drift_coefficients(t)
+        beta = self.beta_0 + t.item() * (self.beta_1 - self.beta_0)
+        return -0.5 * beta, beta
+
     def t_from_log_snr(self, lam) -> torch.Tensor:
         """Closed form for the linear schedule: B = ln(1 + e^{-2 lambda}), then solve B(t) = B."""
         if self.schedule != "linear":
