@@ -22,7 +22,11 @@ Printed, each a median of ``--repeats`` interleaved runs:
    against the same ODE solved in float64 at 1e-10, (c) our default at equal accuracy, and a what-if that is not
    a score_sde path: our right-hand side integrated by scipy's RK45 (the official recipe's step-size controller
    and error norm), which separates the cost of a right-hand side from the number of them;
-5. the ODE solver alone on a flat state of the same size with a cheap right-hand side: torchdiffeq's ``dopri5``
+5. a hand-written augmented solve of the same problem (the least right-hand side, dopri5 in our default norm)
+   through ``torchdiffeq.odeint`` and through the lean stages, and our default against the latter (paired): the
+   cost of score_sde's layers over the floor of any implementation on that solver; (d) the most any right-hand side
+   could give at our default's NFE (one bare F+B per call, no solver at all) against the official recipe;
+6. the ODE solver alone on a flat state of the same size with a cheap right-hand side: torchdiffeq's ``dopri5``
    (``torchdiffeq.odeint``) against the lean stages, per call.
 
 Run: ``.venv/bin/python benchmarks/likelihood_overhead.py --repeats 9`` (output:
@@ -116,6 +120,8 @@ def main(argv=None):
     def official():
         return peer.official_style_log_likelihood(sde, net, x, tol, tol, probe=probe)
 
+    hand_td, hand_lean = (hand_written(sde, net, x, probe, tol, solver) for solver in ("torchdiffeq", "lean"))
+
     def ours(**kw):
         def run():
             return ss.log_likelihood(sde, net, x, divergence="hutchinson", probes=probe, rtol=tol, atol=tol, **kw)
@@ -132,7 +138,7 @@ def main(argv=None):
         ("dopri5, state_dtype=float32", {"state_dtype": torch.float32}, " "),
     ]
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
-    fns = [bare_fb, bare_rhs, official] + [ours(**kw) for _, kw, _ in variants]
+    fns = [bare_fb, bare_rhs, official] + [ours(**kw) for _, kw, _ in variants] + [hand_td, hand_lean]
     rounds = []
     secs, outs = medians(fns, args.repeats, clock, raw=rounds)
     fb, one_rhs = secs[0] / args.fb_calls, secs[1] / args.fb_calls
@@ -147,14 +153,28 @@ def main(argv=None):
     print(f"  (a) at the official's tolerance {tol:g}, our default error norm (the larger RMS of x's and of Delta's "
           "errors);\n  (b) the same tolerance in the official's norm (the RMS over the whole flat state [x, Delta])")
     print("  (paired: the median over rounds of the ratio within a round, F+B and the official recipe timed in it)")
+    k_hand = 3 + len(variants)  # the two hand-written solves: torchdiffeq.odeint, the lean stages
+    print("  hand-written augmented solve (a minimal right-hand side: one F+B, the VP drift in place; dopri5, our "
+          "default norm), the floor of any implementation on that solver:")
+    for k, name in ((k_hand, "through torchdiffeq.odeint"), (k_hand + 1, "through the lean stages")):
+        nfe_h = outs[k][2]
+        pair_fb = statistics.median(t / nfe_h / (f / args.fb_calls) for t, f in zip(rounds[k], rounds[0]))
+        print(f"     {name:<28s} {secs[k] * 1e3:8.1f} ms, {nfe_h:4d} RHS, {secs[k] / nfe_h * 1e3:6.3f} ms/RHS = "
+              f"{secs[k] / nfe_h / fb:5.3f} x F+B (paired {pair_fb:5.3f})")
     for k, ((name, _, group), sec, res) in enumerate(zip(variants, secs[3:], outs[3:]), start=3):
         per = sec / res.nfe
         pair_fb = statistics.median(t / res.nfe / (f / args.fb_calls) for t, f in zip(rounds[k], rounds[0]))
         pair_o = statistics.median(o / t for t, o in zip(rounds[k], rounds[2]))
+        pair_h = statistics.median(t / h for t, h in zip(rounds[k], rounds[k_hand + 1]))
         print(
             f"   {group} {name:<28s} {sec * 1e3:8.1f} ms, {res.nfe:4d} RHS, {per * 1e3:6.3f} ms/RHS = {per / fb:5.3f} "
             f"x F+B (paired {pair_fb:5.3f}); speed-up vs official x{sec_o / sec:5.2f} (paired {pair_o:4.2f})"
+            + (f"; x{pair_h:5.3f} the hand-written lean solve (paired)" if k == 3 else "")
         )
+    nfe_a = outs[3].nfe
+    print(f"  (d) the most any right-hand side could give at the default's {nfe_a} RHS, one bare F+B each "
+          f"and no solver at all: {sec_o * 1e3:.1f} / ({nfe_a} x {fb * 1e3:.3f}) ms = x{sec_o / (nfe_a * fb):5.2f} "
+          f"the official speed (the official recipe takes {nfe_o} RHS of {sec_o / nfe_o / fb:4.2f} F+B)")
     # where the time of the whole call goes: inside our right-hand side (score, divergence, drift) or in the solver
     for name, kw, _ in variants[:3]:
         splits = [split_time(clock, ours(**kw)) for _ in range(args.repeats)]
@@ -275,6 +295,43 @@ def split_time(clock, run):
     finally:
         _AugmentedPFODE.__call__ = original
     return spent[0], total, res.nfe
+
+
+def hand_written(sde, net, x, probe, tol, solver):
+    """A hand-written augmented solve of the same problem, as short as it gets: the right-hand side is one forward
+    and one vector-Jacobian product of the net (float32), the Hutchinson sum and VP's drift formed in place in float64
+    at Python-float coefficients; dopri5 with our default (split) error norm and the last step on T, through
+    ``torchdiffeq.odeint`` or through the lean stages of score_sde.solvers.lean_rk. Returns a callable giving
+    (z, Delta, NFE). Not a score_sde path: the floor our right-hand side and wrappers are measured against."""
+    import torchdiffeq
+
+    from score_sde.likelihood.augmented import _split_norm
+    from score_sde.solvers.lean_rk import odeint_lean
+
+    B, n = x.shape[0], x.numel()
+    p64, dims = probe.double(), torch.full((B,), float(x[0].numel()), dtype=torch.float64)
+    y0 = torch.cat((x.double().reshape(-1), torch.zeros(B, dtype=torch.float64)))
+    times = torch.tensor([1e-5, sde.T], dtype=torch.float64)
+    odeint = torchdiffeq.odeint if solver == "torchdiffeq" else odeint_lean
+    calls = [0]
+
+    def rhs(t, y):
+        calls[0] += 1
+        beta = sde.beta_0 + t.item() * (sde.beta_1 - sde.beta_0)
+        xx = y[:n].view(x.shape).float().requires_grad_(True)
+        with torch.enable_grad():
+            s = net(xx, t.float().expand(B))
+        (g,) = torch.autograd.grad(s, xx, probe)
+        sd = torch.cat((s.detach().reshape(-1), (g * p64).reshape(B, -1).sum(1)))
+        return torch.cat((y[:n], dims)).mul_(-0.5 * beta).sub_(sd.mul_(0.5 * beta))
+
+    def run():
+        calls[0] = 0
+        opts = {"norm": _split_norm(n), "step_t": times[-1:].clone()}
+        end = odeint(rhs, y0, times, rtol=tol, atol=tol, method="dopri5", options=opts)[-1]
+        return end[:n].view(x.shape), end[n:], calls[0]
+
+    return run
 
 
 def augmented_rhs(sde, net, x, probe):
