@@ -161,7 +161,7 @@ class LinearSDE(ABC):
     def drift_coefficients(self, t: torch.Tensor) -> tuple:
         """(f(t), g(t)^2) at one time ``t`` (a 0-d float64 tensor, detached), the two coefficients of every drift
         of this SDE (eqs. 6 and 13 of Song et al. 2021). By default two 0-d tensors; a schedule with a closed form
-        in plain arithmetic (VP and sub-VP's linear beta) returns Python floats instead, the same IEEE double
+        in plain arithmetic (VP's linear beta) returns Python floats instead, the same IEEE double
         operations without a tensor operation each, for hot loops that use one time per call (the likelihood's
         augmented right-hand side)."""
         return self.dlog_alpha_dt(t), self.g2(t)
